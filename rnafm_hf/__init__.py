@@ -1,0 +1,42 @@
+"""RNA-FM and mRNA-FM for Hugging Face transformers.
+
+Importing the package registers the models and tokenizers with the transformers Auto classes:
+
+```python
+>>> import rnafm_hf
+>>> from transformers import AutoConfig
+>>> AutoConfig.for_model("rnafm").hidden_size
+640
+```
+"""
+
+from .auto import AutoModelForContactPrediction, register_auto_classes
+from .configuration_rnafm import RnaFmConfig
+from .modeling_rnafm import (
+    RnaFmContactPredictionOutput,
+    RnaFmForContactPrediction,
+    RnaFmForMaskedLM,
+    RnaFmModel,
+    RnaFmPreTrainedModel,
+)
+from .original_checkpoint import load_original_checkpoint, read_original_checkpoint
+from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer, UnknownResidueWarning
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+__all__ = [
+    "AutoModelForContactPrediction",
+    "RnaFmCodonTokenizer",
+    "RnaFmConfig",
+    "RnaFmContactPredictionOutput",
+    "RnaFmForContactPrediction",
+    "RnaFmForMaskedLM",
+    "RnaFmModel",
+    "RnaFmPreTrainedModel",
+    "RnaFmTokenizer",
+    "UnknownResidueWarning",
+    "load_original_checkpoint",
+    "read_original_checkpoint",
+]

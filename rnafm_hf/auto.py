@@ -1,0 +1,39 @@
+"""Auto classes that transformers lacks, and the registration of RNA-FM with the Auto* factories."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+
+from .configuration_rnafm import RnaFmConfig
+from .modeling_rnafm import RnaFmForContactPrediction, RnaFmForMaskedLM, RnaFmModel
+from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
+
+
+class AutoModelForContactPrediction(_BaseAutoModelClass):
+    """
+    Auto class for residue-pair (contact) prediction models, which transformers has none of.
+
+    Example:
+
+    ```python
+    >>> import rnafm_hf
+    >>> model = rnafm_hf.AutoModelForContactPrediction.from_pretrained("rna-fm")  # doctest: +SKIP
+    ```
+    """
+
+    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+
+
+def register_auto_classes() -> None:
+    """Make `AutoConfig`, `AutoTokenizer`, `AutoModel`, `AutoModelForMaskedLM` and ours know RNA-FM."""
+    AutoConfig.register(RnaFmConfig.model_type, RnaFmConfig, exist_ok=True)
+    # Both tokenizers become known by name (a saved `tokenizer_config.json` names the right one);
+    # the nucleotide tokenizer, registered last, is the default for the config.
+    AutoTokenizer.register(RnaFmConfig, tokenizer_class=RnaFmCodonTokenizer, exist_ok=True)
+    AutoTokenizer.register(RnaFmConfig, tokenizer_class=RnaFmTokenizer, exist_ok=True)
+    AutoModel.register(RnaFmConfig, RnaFmModel, exist_ok=True)
+    AutoModelForMaskedLM.register(RnaFmConfig, RnaFmForMaskedLM, exist_ok=True)
+    AutoModelForContactPrediction.register(RnaFmConfig, RnaFmForContactPrediction, exist_ok=True)

@@ -1,0 +1,116 @@
+"""Configuration of RNA-FM and mRNA-FM (ESM-1b-style RNA language models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+RNA_FM_PRESET: dict[str, Any] = {
+    "vocab_size": 25,
+    "hidden_size": 640,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 20,
+    "intermediate_size": 5120,
+    "emb_layer_norm_before": True,
+    "mask_token_id": 24,
+    "k_mer": 1,
+}
+MRNA_FM_PRESET: dict[str, Any] = {
+    "vocab_size": 73,
+    "hidden_size": 1280,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 20,
+    "intermediate_size": 5120,
+    "emb_layer_norm_before": False,
+    "mask_token_id": 72,
+    "k_mer": 3,
+}
+
+
+class RnaFmConfig(PreTrainedConfig):
+    r"""
+    Configuration of an RNA-FM model. The defaults describe RNA-FM (Chen et al. 2022): 12 pre-LayerNorm
+    transformer layers of width 640 over the 25-token nucleotide vocabulary. [`RnaFmConfig.mrna_fm`] gives the
+    codon-level mRNA-FM setting.
+
+    Args:
+        vocab_size: number of tokens (25 for nucleotides, 73 for codons).
+        hidden_size: width of the residual stream.
+        num_hidden_layers: number of transformer layers.
+        num_attention_heads: attention heads per layer.
+        intermediate_size: width of the feed-forward layer.
+        hidden_dropout_prob: dropout on the residual branches (training only).
+        attention_probs_dropout_prob: dropout on the attention probabilities (training only).
+        max_position_embeddings: rows of the learned position table; the original allocates
+            `max_positions + pad_token_id + 1` = 1026 rows, so at most 1024 tokens (1022 residues + `<cls>` +
+            `<eos>`) fit.
+        layer_norm_eps: epsilon of every LayerNorm.
+        emb_layer_norm_before: LayerNorm the embeddings before the first layer (RNA-FM yes, mRNA-FM no).
+        token_dropout: zero `<mask>` embeddings and rescale by the observed mask ratio, as the original does in
+            training *and* inference.
+        k_mer: residues per token (1 for RNA-FM, 3 for the codon tokens of mRNA-FM).
+        contact_head_trained: whether the contact-regression weights were trained on contacts. The released
+            checkpoints were pretrained with masked-LM only, so this stays `False` until you fine-tune and set it.
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf import RnaFmConfig
+    >>> RnaFmConfig().hidden_size
+    640
+    >>> RnaFmConfig.mrna_fm().vocab_size
+    73
+    ```
+    """
+
+    model_type = "rnafm"
+
+    vocab_size: int = 25
+    hidden_size: int = 640
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 20
+    intermediate_size: int = 5120
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 1026
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    emb_layer_norm_before: bool = True
+    token_dropout: bool = True
+    k_mer: int = 1
+    contact_head_trained: bool = False
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    unk_token_id: int = 3
+    mask_token_id: int = 24
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.k_mer not in (1, 3):
+            raise ValueError(f"k_mer must be 1 (nucleotides) or 3 (codons), got {self.k_mer}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input the position table allows, `<cls>` and `<eos>` included (1024 for RNA-FM)."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+    @classmethod
+    def rna_fm(cls, **overrides: Any) -> RnaFmConfig:
+        """The RNA-FM setting (the defaults), with any field overridden."""
+        return cls(**{**RNA_FM_PRESET, **overrides})
+
+    @classmethod
+    def mrna_fm(cls, **overrides: Any) -> RnaFmConfig:
+        """The mRNA-FM setting: codon vocabulary of 73 tokens, width 1280, no embedding LayerNorm."""
+        return cls(**{**MRNA_FM_PRESET, **overrides})
+
+
+__all__ = ["RnaFmConfig"]

@@ -1,0 +1,555 @@
+"""PyTorch RNA-FM: the ESM-1b-style RNA language model of Chen et al. (2022), in the transformers idiom.
+
+The computation reproduces the original `fm.BioBertModel` step by step (see `tests/test_parity.py`):
+learned positions counted over non-pad tokens, optional embedding LayerNorm, pre-LayerNorm layers with the query
+scaled before the dot product and the softmax in float32, a final LayerNorm, and a RoBERTa-style LM head tied to
+the token embeddings. Layer parameters keep the original names (`self_attn.q_proj`, `fc1`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
+
+from .configuration_rnafm import RnaFmConfig
+
+logger = logging.get_logger(__name__)
+
+# Token dropout replays the masking statistics of pretraining: 15% of tokens selected, 80% of those masked.
+MASK_RATIO_TRAIN = 0.15 * 0.8
+UNTRAINED_CONTACT_HEAD_WARNING = (
+    "The contact-regression weights of this checkpoint were never trained on contacts (RNA-FM and mRNA-FM were "
+    "pretrained with masked-LM only), so the contact probabilities are meaningless until the head is fine-tuned. "
+    "After fine-tuning, set `model.config.contact_head_trained = True` before `save_pretrained`."
+)
+
+
+def position_ids_from_attention_mask(attention_mask: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """Positions as the original counts them: the n-th real token gets `padding_idx + n`, padding gets `padding_idx`."""
+    mask = attention_mask.long()
+    return torch.cumsum(mask, dim=1) * mask + padding_idx
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """The original's exact-erf GELU, written as it writes it (F.gelu differs by up to ~1e-6 at |x| ~ 10)."""
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def symmetrize(x: torch.Tensor) -> torch.Tensor:
+    """Make the last two dimensions symmetric."""
+    return x + x.transpose(-1, -2)
+
+
+def average_product_correct(x: torch.Tensor) -> torch.Tensor:
+    """Average product correction (APC) of contact maps."""
+    a1 = x.sum(-1, keepdim=True)
+    a2 = x.sum(-2, keepdim=True)
+    a12 = x.sum((-1, -2), keepdim=True)
+    return x - a1 * a2 / a12
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float = 1.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention with the softmax in float32, as the original; `attention_mask` is boolean (True = attend)."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    output = torch.matmul(F.dropout(probs, p=dropout, training=module.training), value)
+    return output.transpose(1, 2).contiguous(), probs
+
+
+class RnaFmEmbeddings(nn.Module):
+    """Token embeddings (with the original token dropout), learned positions and the optional embedding LayerNorm."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.layer_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            if config.emb_layer_norm_before
+            else None
+        )
+        self.padding_idx = config.pad_token_id
+        self.mask_token_id = config.mask_token_id
+        self.token_dropout = config.token_dropout
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        embeddings = inputs_embeds
+        if self.token_dropout and input_ids is not None:
+            # Applied in eval mode too: the original always rescales by the observed mask ratio.
+            is_mask = input_ids == self.mask_token_id
+            embeddings = embeddings.masked_fill(is_mask.unsqueeze(-1), 0.0)
+            mask_ratio_observed = is_mask.sum(-1).float() / attention_mask.sum(-1)
+            # The original's order of operations, so that the rounding matches too.
+            embeddings = embeddings * (1 - MASK_RATIO_TRAIN) / (1 - mask_ratio_observed)[:, None, None]
+            embeddings = embeddings.to(inputs_embeds.dtype)
+        if position_ids is None:
+            position_ids = position_ids_from_attention_mask(attention_mask, self.padding_idx)
+        embeddings = embeddings + self.position_embeddings(position_ids)
+        if self.layer_norm is not None:
+            embeddings = self.layer_norm(embeddings)
+        return embeddings * attention_mask.unsqueeze(-1).to(embeddings.dtype)
+
+
+class RnaFmSelfAttention(nn.Module):
+    """Multi-head self-attention; eager or SDPA, with the query scaled by head_dim^-0.5 as in the original."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, length, _ = hidden_states.shape
+        shape = (batch_size, length, self.num_heads, self.head_dim)
+        query = (self.q_proj(hidden_states) * self.scaling).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+
+        # Attention probabilities exist only in the eager computation, so asking for them selects it.
+        attention_interface = (
+            eager_attention_forward
+            if output_attentions
+            else ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+        )
+        output, probs = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=1.0,
+            is_causal=False,
+        )
+        output = self.out_proj(output.reshape(batch_size, length, -1))
+        return output, probs
+
+
+class RnaFmLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm transformer layer: x + MHA(LN(x)), then x + fc2(gelu(fc1(LN(x))))."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = RnaFmSelfAttention(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, probs = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask, output_attentions
+        )
+        hidden_states = hidden_states + self.dropout(attention_output)
+        feed_forward = self.fc2(gelu(self.fc1(self.final_layer_norm(hidden_states))))
+        return hidden_states + self.dropout(feed_forward), probs
+
+
+class RnaFmEncoder(nn.Module):
+    """The stack of layers and the final LayerNorm (`emb_layer_norm_after`)."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([RnaFmLayer(config) for _ in range(config.num_hidden_layers)])
+        self.emb_layer_norm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        is_token = attention_mask.bool()
+        # No mask at all when nothing is padded: the fast SDPA kernels need none, and the original passes None too.
+        key_mask = None if is_token.all() else is_token[:, None, None, :]
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, probs = layer(hidden_states, key_mask, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                # As in the original: maps are zero on every row and column of a padding position.
+                pair_mask = (is_token[:, None, :, None] & is_token[:, None, None, :]).to(probs.dtype)
+                all_attentions += (probs * pair_mask,)
+        hidden_states = self.emb_layer_norm_after(hidden_states)
+        if output_hidden_states:
+            # The original reports the last layer after the final LayerNorm.
+            all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+class RnaFmLMHead(nn.Module):
+    """RoBERTa-style masked-LM head: dense -> gelu -> LayerNorm -> projection tied to the token embeddings + bias."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(gelu(self.dense(features)))) + self.bias
+
+
+class RnaFmContactPredictionHead(nn.Module):
+    """ESM-style contact head: symmetrised, APC-corrected attention maps of all layers -> logistic regression."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.regression = nn.Linear(config.num_hidden_layers * config.num_attention_heads, 1)
+
+    def forward(self, attentions: tuple[torch.Tensor, ...], residue_mask: torch.Tensor) -> torch.Tensor:
+        """`attentions`: one (batch, heads, T, T) map per layer; returns logits (batch, T - 2, T - 2)."""
+        maps = torch.cat(attentions, dim=1)
+        pair_mask = residue_mask[:, None, :, None] & residue_mask[:, None, None, :]
+        maps = (maps * pair_mask.to(maps.dtype))[..., 1:-1, 1:-1]
+        features = average_product_correct(symmetrize(maps.to(self.regression.weight.dtype)))
+        return self.regression(features.permute(0, 2, 3, 1)).squeeze(-1)
+
+
+class RnaFmPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, gradient checkpointing and attention-backend support shared by all RNA-FM models."""
+
+    config_class = RnaFmConfig
+    config: RnaFmConfig
+    base_model_prefix = "rnafm"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RnaFmLayer", "RnaFmEmbeddings"]
+    _supports_sdpa = True
+    _supports_attention_backend = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, RnaFmLMHead):
+            nn.init.zeros_(module.bias)
+
+
+class RnaFmModel(RnaFmPreTrainedModel):
+    """
+    The bare RNA-FM encoder: per-token representations (batch, tokens, hidden) with `<cls>` first and `<eos>`
+    after the last residue.
+
+    `hidden_states` (with `output_hidden_states=True`) holds the embeddings and the output of every layer; the
+    last entry is taken after the final LayerNorm, like `last_hidden_state` and like the original's
+    `repr_layers`. `attentions` (with `output_attentions=True`) holds one (batch, heads, T, T) map per layer,
+    zero on padding rows and columns; asking for them runs the eager attention computation.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmModel, RnaFmTokenizer
+    >>> model = RnaFmModel(RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                                intermediate_size=64)).eval()
+    >>> batch = RnaFmTokenizer()(["GGGUGCGAUC", "ACGU"], padding=True, return_tensors="pt")
+    >>> with torch.no_grad():
+    ...     out = model(**batch)
+    >>> tuple(out.last_hidden_state.shape)
+    (2, 12, 32)
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.embeddings = RnaFmEmbeddings(config)
+        self.encoder = RnaFmEncoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        self._check_length(reference.shape[1])
+        if attention_mask is None:
+            attention_mask = (
+                input_ids.ne(self.config.pad_token_id)
+                if input_ids is not None
+                else torch.ones(reference.shape, dtype=torch.long, device=reference.device)
+            )
+        embeddings = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds)
+        outputs = self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states)
+        return outputs if return_dict else outputs.to_tuple()
+
+    def _check_length(self, length: int) -> None:
+        limit = self.config.max_tokens
+        if length > limit:
+            unit = "codons" if self.config.k_mer == 3 else "nucleotides"
+            raise ValueError(
+                f"The input has {length} tokens, but RNA-FM's position table holds at most {limit} "
+                f"({limit - 2} {unit} plus <cls> and <eos>). Truncate with tokenizer(..., truncation=True), "
+                "or split long sequences into windows."
+            )
+
+
+class RnaFmForMaskedLM(RnaFmPreTrainedModel):
+    """
+    RNA-FM with its masked-language-model head (the pretraining objective). `labels` (batch, tokens) with -100
+    on positions to ignore give the usual cross-entropy loss.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmTokenizer
+    >>> model = RnaFmForMaskedLM(RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                                      intermediate_size=64)).eval()
+    >>> batch = RnaFmTokenizer()(["ACG<mask>U"], return_tensors="pt")
+    >>> tuple(model(**batch).logits.shape)
+    (1, 7, 25)
+    ```
+    """
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "rnafm.embeddings.word_embeddings.weight"}
+    _keys_to_ignore_on_load_unexpected = [r"contact_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.rnafm = RnaFmModel(config)
+        self.lm_head = RnaFmLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.rnafm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.to(logits.device).view(-1))
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+@dataclass
+class RnaFmContactPredictionOutput(ModelOutput):
+    """
+    Output of [`RnaFmForContactPrediction`].
+
+    Args:
+        loss: masked binary cross-entropy over the labelled residue pairs (when `labels` are given).
+        logits: (batch, L, L) pair logits over residues only (`<cls>`, `<eos>` removed; L = longest sequence);
+            `torch.sigmoid(logits)` are the contact probabilities. Entries beyond a sequence's length are
+            meaningless.
+        hidden_states: as in [`RnaFmModel`], when requested.
+        attentions: as in [`RnaFmModel`], when requested.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class RnaFmForContactPrediction(RnaFmPreTrainedModel):
+    """
+    RNA-FM with the ESM-style contact head: the attention maps of all layers and heads, symmetrised and
+    APC-corrected, go through a logistic regression for each residue pair.
+
+    **This head needs fine-tuning.** RNA-FM and mRNA-FM were pretrained with masked-LM only; the regression weights
+    in their files (when present at all) never saw a contact, so loading them logs a warning and the probabilities
+    mean nothing until you train the head on your pair labels (a few hundred structures usually suffice for a
+    logistic regression). Then set `config.contact_head_trained = True` and save. For secondary structure, use the
+    published ResNet head instead.
+
+    `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
+    cross-entropy over the labelled pairs of real residues (padding is ignored automatically).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForContactPrediction, RnaFmTokenizer
+    >>> config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                      contact_head_trained=True)
+    >>> model = RnaFmForContactPrediction(config).eval()
+    >>> batch = RnaFmTokenizer()(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
+    >>> tuple(model(**batch).logits.shape)
+    (2, 9, 9)
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.rnafm = RnaFmModel(config)
+        self.contact_head = RnaFmContactPredictionHead(config)
+        self.post_init()
+        if not config.contact_head_trained:
+            logger.warning(UNTRAINED_CONTACT_HEAD_WARNING)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RnaFmContactPredictionOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        outputs = self.rnafm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=True,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        residue_mask = self._residue_mask(input_ids, attention_mask, outputs.last_hidden_state)
+        logits = self.contact_head(outputs.attentions, residue_mask)
+        loss = None
+        if labels is not None:
+            loss = self._pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
+        output = RnaFmContactPredictionOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _residue_mask(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """True on residues: not padding, `<cls>` or `<eos>` (found by id, or by place without input_ids)."""
+        if input_ids is not None:
+            mask = input_ids.ne(self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
+            return mask & input_ids.ne(self.config.eos_token_id) & input_ids.ne(self.config.bos_token_id)
+        mask = (
+            torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+            if attention_mask is None
+            else attention_mask.bool().clone()
+        )
+        last = mask.long().sum(-1) - 1
+        mask[:, 0] = False
+        mask[torch.arange(mask.shape[0], device=mask.device), last] = False
+        return mask
+
+    @staticmethod
+    def _pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
+        valid = (labels != -100) & residue_mask[:, :, None] & residue_mask[:, None, :]
+        return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].to(logits.dtype))
+
+
+__all__ = [
+    "RnaFmContactPredictionOutput",
+    "RnaFmForContactPrediction",
+    "RnaFmForMaskedLM",
+    "RnaFmModel",
+    "RnaFmPreTrainedModel",
+]

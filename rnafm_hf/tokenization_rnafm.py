@@ -1,0 +1,329 @@
+"""Fast tokenizers for RNA-FM (nucleotides) and mRNA-FM (codons), with the original vocabularies and ids.
+
+Both run in the Rust `tokenizers` backend: normalisation (case, T->U, whitespace), splitting into residues or
+codons, the `<cls> ... <eos>` template, padding and truncation. A light check in Python reports characters that
+fall outside the alphabet (they become `<unk>`), names them with their position, and enforces whole codons.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from typing import Any
+
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS_START = ["<cls>", "<pad>", "<eos>", "<unk>"]
+NULL_TOKENS = ["<null_1>", "<null_2>", "<null_3>", "<null_4>"]
+MASK_TOKEN = "<mask>"
+NUCLEOTIDES = ["A", "C", "G", "U", "R", "Y", "K", "M", "S", "W", "B", "D", "H", "V", "N", "-"]
+# The order of the original `fm.constants.rnaseq_3mer_toks`: ids 4..67.
+CODONS = [
+    "GAG", "AAG", "GAA", "CUG", "CAG", "GAU", "AAA", "GUG", "GAC", "AUG", "GCC", "AAC", "GCU", "AAU", "AUC", "UUC",
+    "GGA", "AUU", "GGC", "UUU", "CCA", "AGC", "GCA", "UCU", "CUC", "ACC", "CAA", "CCU", "UCC", "ACA", "UUG", "GUU",
+    "CUU", "UAC", "ACU", "CCC", "UCA", "GUC", "GGU", "CAC", "AGU", "UAU", "AGA", "CAU", "GGG", "UGG", "UGC", "AGG",
+    "UGU", "AUA", "CGC", "UUA", "GCG", "CGG", "CCG", "GUA", "CUA", "ACG", "UCG", "CGA", "CGU", "UGA", "UAA", "UAG",
+]  # fmt: skip
+NUCLEOTIDE_VOCAB = SPECIAL_TOKENS_START + NUCLEOTIDES + NULL_TOKENS + [MASK_TOKEN]
+CODON_VOCAB = SPECIAL_TOKENS_START + CODONS + NULL_TOKENS + [MASK_TOKEN]
+# The ASCII whitespace that `remove_whitespace` drops; the same set in Python and in the Rust normaliser.
+WHITESPACE = " \t\n\r\x0b\x0c"
+MAX_REPORTED = 5
+
+
+class UnknownResidueWarning(UserWarning):
+    """Characters outside the tokenizer's alphabet were encoded as `<unk>`."""
+
+
+class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
+    """Shared machinery of the nucleotide and codon tokenizers; see the subclasses."""
+
+    vocabulary: list[str]
+    token_pattern: str  # one token per match of this regex over the normalised text
+    alphabet_name: str
+    valid_letters: str  # letters that encode to a known token after normalisation
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        do_upper_case: bool = True,
+        replace_t_with_u: bool = True,
+        remove_whitespace: bool = True,
+        strict: bool = False,
+        cls_token: str = "<cls>",
+        pad_token: str = "<pad>",
+        eos_token: str = "<eos>",
+        unk_token: str = "<unk>",
+        mask_token: str = MASK_TOKEN,
+        model_max_length: int = 1024,
+        **kwargs: Any,
+    ):
+        saved_vocab = kwargs.pop("vocab", None)
+        if saved_vocab is not None and dict(saved_vocab) != self._vocab_dict():
+            raise ValueError(
+                f"{type(self).__name__} has a fixed vocabulary (the original RNA-FM ids); the saved tokenizer "
+                "file holds a different one. Load it with the tokenizer class that wrote it."
+            )
+        for rebuilt in ("merges", "post_processor", "tokenizer_file", "tokenizer_object"):
+            kwargs.pop(rebuilt, None)
+        self.do_upper_case = do_upper_case
+        self.replace_t_with_u = replace_t_with_u
+        self.remove_whitespace = remove_whitespace
+        self.strict = strict
+        self._tokenizer = self._build_backend(str(cls_token), str(eos_token), str(unk_token))
+        self._invalid_char = re.compile(f"[^{re.escape(self._accepted_characters())}]")
+        kwargs.setdefault("extra_special_tokens", list(NULL_TOKENS))
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        super().__init__(
+            do_upper_case=do_upper_case,
+            replace_t_with_u=replace_t_with_u,
+            remove_whitespace=remove_whitespace,
+            strict=strict,
+            cls_token=cls_token,
+            pad_token=pad_token,
+            eos_token=eos_token,
+            unk_token=unk_token,
+            mask_token=mask_token,
+            model_max_length=model_max_length,
+            **kwargs,
+        )
+        self._special_token_split = re.compile(
+            "(" + "|".join(re.escape(t) for t in self.all_special_tokens) + ")"
+        )
+
+    # ---- construction ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def _vocab_dict(cls) -> dict[str, int]:
+        return {token: index for index, token in enumerate(cls.vocabulary)}
+
+    def _build_backend(self, cls_token: str, eos_token: str, unk_token: str) -> Tokenizer:
+        backend = Tokenizer(WordLevel(self._vocab_dict(), unk_token=unk_token))
+        if self.remove_whitespace:
+            backend.normalizer = normalizers.Replace(Regex(f"[{re.escape(WHITESPACE)}]"), "")
+        backend.pre_tokenizer = pre_tokenizers.Split(Regex(self.token_pattern), behavior="isolated")
+        vocab = self._vocab_dict()
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls_token} $A {eos_token}",
+            pair=f"{cls_token} $A {eos_token} $B:1 {eos_token}:1",
+            special_tokens=[(cls_token, vocab[cls_token]), (eos_token, vocab[eos_token])],
+        )
+        backend.decoder = decoders.Fuse()
+        return backend
+
+    def _accepted_characters(self) -> str:
+        """Characters of the normalised text that encode to a known token (everything else becomes `<unk>`)."""
+        return self.valid_letters + (WHITESPACE if self.remove_whitespace else "")
+
+    # ---- input checks ----------------------------------------------------------------------------------------
+
+    def _segments(self, text: str) -> list[tuple[int, str]]:
+        """The stretches of `text` between special tokens, each with its start offset."""
+        if "<" not in text:
+            return [(0, text)]
+        segments, start = [], 0
+        for match in self._special_token_split.finditer(text):
+            segments.append((start, text[start : match.start()]))
+            start = match.end()
+        segments.append((start, text[start:]))
+        return segments
+
+    def _residue_count(self, segment: str) -> int:
+        if self.remove_whitespace:
+            return len(segment) - sum(segment.count(c) for c in WHITESPACE)
+        return len(segment)
+
+    def _normalise_letters(self, text: str) -> str:
+        """Uppercase and T->U outside special tokens; both keep every character at its offset."""
+        if not (self.do_upper_case or self.replace_t_with_u):
+            return text
+
+        def normalise(stretch: str) -> str:
+            stretch = stretch.upper() if self.do_upper_case else stretch
+            return stretch.replace("T", "U") if self.replace_t_with_u else stretch
+
+        if "<" not in text:
+            return normalise(text)
+        parts = self._special_token_split.split(text)
+        return "".join(part if i % 2 else normalise(part) for i, part in enumerate(parts))
+
+    def _prepare_sequence(self, text: str, index: int) -> str:
+        """Normalise and check one input; returns the text for the Rust backend."""
+        text = self._normalise_letters(text)
+        if self._residue_count(text) == 0:
+            message = f"Sequence {index} is empty: it encodes to `<cls><eos>` only."
+            if self.strict:
+                raise ValueError(f"{message} Remove empty sequences from the input.")
+            _warn_from_caller(message)
+            return text
+        text = self._check_length(text, index)
+        if self._invalid_char.search(text) is None:
+            return text
+        problems = [
+            (offset + match.start(), match.group())
+            for offset, segment in self._segments(text)
+            for match in self._invalid_char.finditer(segment)
+        ]
+        if problems:
+            self._report_unknown(problems, text, index)
+        return text
+
+    def _check_length(self, text: str, index: int) -> str:
+        return text
+
+    def _describe_unknown(self, problems: list[tuple[int, str]], text: str) -> list[str]:
+        return [f"{char!r} at position {position + 1}" for position, char in problems]
+
+    def _report_unknown(self, problems: list[tuple[int, str]], text: str, index: int) -> None:
+        described = self._describe_unknown(problems, text)
+        listed = ", ".join(described[:MAX_REPORTED]) + (
+            f" and {len(described) - MAX_REPORTED} more" if len(described) > MAX_REPORTED else ""
+        )
+        allowed = f"the {self.alphabet_name} alphabet ({' '.join(self.valid_letters)}"
+        allowed += ", T read as U)" if self.replace_t_with_u else ")"
+        if self.strict:
+            raise ValueError(
+                f"Sequence {index}: {listed} not in {allowed}. Remove or replace these characters "
+                "(N stands for any nucleotide), or create the tokenizer with strict=False to encode them as <unk>."
+            )
+        _warn_from_caller(
+            f"Sequence {index}: {len(problems)} character(s) not in {allowed} were encoded as <unk>: {listed}. "
+            "Pass strict=True to the tokenizer to raise instead."
+        )
+
+    def _checked(self, texts: Any, is_split_into_words: bool) -> Any:
+        if texts is None or is_split_into_words:
+            return texts
+        if isinstance(texts, str):
+            return self._prepare_sequence(texts, 0)
+        if isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts):
+            return [self._prepare_sequence(t, i) for i, t in enumerate(texts)]
+        return texts
+
+    def _encode_plus(self, text, text_pair=None, *args, is_split_into_words: bool = False, **kwargs):
+        text = self._checked(text, is_split_into_words)
+        text_pair = self._checked(text_pair, is_split_into_words)
+        return super()._encode_plus(text, text_pair, *args, is_split_into_words=is_split_into_words, **kwargs)
+
+
+class RnaFmTokenizer(_RnaFmTokenizerBase):
+    """
+    Nucleotide tokenizer of RNA-FM: the original 25-token vocabulary and ids, one token per nucleotide between
+    `<cls>` and `<eos>`.
+
+    Input is uppercased, `T` becomes `U` and whitespace inside a sequence is dropped (each switchable).
+    IUPAC codes (`R Y K M S W B D H V N`) and the gap `-` keep their own ids; any other character becomes
+    `<unk>` with a warning that names it and its (1-based) position, or an error with `strict=True`.
+    Special tokens typed in the text, such as `<mask>`, stay single tokens.
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf import RnaFmTokenizer
+    >>> tokenizer = RnaFmTokenizer()
+    >>> tokenizer("acgt<mask>u")["input_ids"]
+    [0, 4, 5, 6, 7, 24, 7, 2]
+    >>> tokenizer.decode([0, 4, 5, 6, 7, 24, 7, 2], skip_special_tokens=True)
+    'ACGUU'
+    ```
+    """
+
+    vocabulary = NUCLEOTIDE_VOCAB
+    token_pattern = "."
+    alphabet_name = "RNA-FM nucleotide"
+    valid_letters = "".join(NUCLEOTIDES)
+
+
+class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
+    """
+    Codon tokenizer of mRNA-FM: the original 73-token vocabulary and ids, one token per consecutive 3-mer read
+    from the first nucleotide, between `<cls>` and `<eos>`.
+
+    Normalisation is that of [`RnaFmTokenizer`]. A sequence whose length is not a multiple of 3 raises a
+    `ValueError` giving its length and remainder; with `drop_partial_codon=True` the trailing partial codon is
+    dropped with a warning instead. Codons holding anything but A, C, G, U (N, gaps, other letters) become
+    `<unk>` and are reported like unknown nucleotides.
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf import RnaFmCodonTokenizer
+    >>> tokenizer = RnaFmCodonTokenizer()
+    >>> tokenizer("AUGGCCUAA")["input_ids"]
+    [0, 13, 14, 66, 2]
+    ```
+    """
+
+    vocabulary = CODON_VOCAB
+    token_pattern = "..."
+    alphabet_name = "codon"
+    valid_letters = "ACGU"
+
+    def __init__(self, drop_partial_codon: bool = False, **kwargs: Any):
+        self.drop_partial_codon = drop_partial_codon
+        super().__init__(drop_partial_codon=drop_partial_codon, **kwargs)
+
+    def _check_length(self, text: str, index: int) -> str:
+        segments = self._segments(text)
+        for number, (_, segment) in enumerate(segments):
+            length = self._residue_count(segment)
+            remainder = length % 3
+            if remainder == 0:
+                continue
+            where = f"Sequence {index}" if len(segments) == 1 else f"Sequence {index} (part {number + 1})"
+            if self.drop_partial_codon and number == len(segments) - 1:
+                _warn_from_caller(
+                    f"{where}: length {length} is not a multiple of 3; dropped the trailing partial codon "
+                    f"({remainder} nucleotide(s))."
+                )
+                return self._drop_trailing_residues(text, remainder)
+            raise ValueError(
+                f"{where}: length {length} is not a multiple of 3 (remainder {remainder}); the codon tokenizer "
+                "reads consecutive codons from the first nucleotide. Trim the sequence to whole codons, or create "
+                "the tokenizer with drop_partial_codon=True to drop the trailing partial codon."
+            )
+        return text
+
+    def _drop_trailing_residues(self, text: str, count: int) -> str:
+        end = len(text)
+        while count:
+            end -= 1
+            if not (self.remove_whitespace and text[end] in WHITESPACE):
+                count -= 1
+        return text[:end]
+
+    def _describe_unknown(self, problems: list[tuple[int, str]], text: str) -> list[str]:
+        """One entry per codon that holds an unknown character: the codon, its number and its span (1-based)."""
+        described: dict[tuple[int, int], str] = {}
+        for offset, segment in self._segments(text):
+            positions = [
+                offset + i
+                for i, char in enumerate(segment)
+                if not (self.remove_whitespace and char in WHITESPACE)
+            ]
+            for position, _ in problems:
+                if offset <= position < offset + len(segment):
+                    codon = positions.index(position) // 3
+                    span = positions[3 * codon : 3 * codon + 3]
+                    letters = "".join(text[i] for i in span)
+                    described[(offset, codon)] = (
+                        f"codon {codon + 1} {letters!r} (positions {span[0] + 1}-{span[-1] + 1})"
+                    )
+        return list(described.values())
+
+
+def _warn_from_caller(message: str) -> None:
+    """Warn with the user's calling line, not a line inside transformers or this package."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "transformers",
+        __package__,
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UnknownResidueWarning, stacklevel=level)
+
+
+__all__ = ["RnaFmCodonTokenizer", "RnaFmTokenizer", "UnknownResidueWarning"]

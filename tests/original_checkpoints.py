@@ -1,0 +1,94 @@
+"""Write checkpoints in the original RNA-FM file formats, with random but realistically scaled weights."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import fm
+import torch
+
+EMBEDDING_STD = 0.1
+PREFIXES = {
+    "sentence_encoder": ("encoder.sentence_encoder.", "encoder."),
+    "encoder_encoder": ("encoder.encoder.", "encoder."),
+    "bare": ("", ""),
+}
+
+
+def original_args(layers: int, embed_dim: int, ffn_embed_dim: int, heads: int, token_dropout: bool):
+    """fairseq-style training arguments, with the unrelated entries real files also carry."""
+    return argparse.Namespace(
+        arch="roberta_large",
+        encoder_layers=layers,
+        encoder_embed_dim=embed_dim,
+        encoder_ffn_embed_dim=ffn_embed_dim,
+        encoder_attention_heads=heads,
+        max_positions=1024,
+        token_dropout=token_dropout,
+        dropout=0.1,
+        attention_dropout=0.1,
+        lr=[0.0001],
+        seed=1,
+        task="masked_lm",
+    )
+
+
+def randomise_(model: torch.nn.Module, seed: int) -> None:
+    """Weights of the size a trained model has: O(1) activations, LayerNorm gains near 1."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" in name or "LayerNorm" in name:
+                base = 1.0 if name.endswith("weight") else 0.0
+                param.copy_(base + 0.1 * torch.randn(param.shape, generator=generator))
+            elif param.ndim == 2 and "embed" not in name:
+                param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(param.shape[1]))
+            elif "embed" in name:
+                # Token/position embeddings of trained ESM-family models have a per-dimension std around 0.1;
+                # with it the MLM logits spread like a trained model's (std ~2.5), not +-45.
+                param.copy_(EMBEDDING_STD * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+
+
+def write_original_checkpoint(
+    path: Path,
+    *,
+    theme: str = "rna",
+    layers: int = 2,
+    embed_dim: int = 32,
+    ffn_embed_dim: int = 64,
+    heads: int = 4,
+    token_dropout: bool = True,
+    emb_layer_norm_before: bool = True,
+    prefix: str = "sentence_encoder",
+    with_contact_regression: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Save `{"args", "model"}` (or a bare state dict) the way the released .pth files are laid out."""
+    alphabet = fm.Alphabet.from_architecture("roberta_large", theme)
+    args = original_args(layers, embed_dim, ffn_embed_dim, heads, token_dropout)
+    model_args = argparse.Namespace(
+        **{k.replace("encoder_", ""): v for k, v in vars(args).items()},
+        emb_layer_norm_before=emb_layer_norm_before,
+    )
+    model = fm.BioBertModel(model_args, alphabet)
+    randomise_(model, seed)
+    body, head = PREFIXES[prefix]
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("contact_head") and not with_contact_regression:
+            continue
+        state[(head if key.startswith(("lm_head", "contact_head")) else body) + key] = tensor
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state if prefix == "bare" else {"args": args, "model": state}, path)
+    return path
+
+
+def load_with_fm(path: Path, theme: str = "rna"):
+    """The original loader (the file name must contain RNA-FM so that it expects no regression file)."""
+    assert "RNA-FM" in path.name
+    model, alphabet = fm.pretrained.load_model_and_alphabet_local(str(path), theme=theme)
+    return model.eval(), alphabet
