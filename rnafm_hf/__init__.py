@@ -7,6 +7,7 @@ Importing the package registers the models and tokenizers with the transformers 
 >>> from transformers import AutoConfig
 >>> AutoConfig.for_model("rnafm").hidden_size
 640
+
 ```
 """
 

@@ -21,6 +21,7 @@ class AutoModelForContactPrediction(_BaseAutoModelClass):
     ```python
     >>> import rnafm_hf
     >>> model = rnafm_hf.AutoModelForContactPrediction.from_pretrained("rna-fm")  # doctest: +SKIP
+
     ```
     """
 

@@ -61,6 +61,7 @@ class RnaFmConfig(PreTrainedConfig):
     640
     >>> RnaFmConfig.mrna_fm().vocab_size
     73
+
     ```
     """
 

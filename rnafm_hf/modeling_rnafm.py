@@ -305,6 +305,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
     ...     out = model(**batch)
     >>> tuple(out.last_hidden_state.shape)
     (2, 12, 32)
+
     ```
     """
 
@@ -379,6 +380,7 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     >>> batch = RnaFmTokenizer()(["ACG<mask>U"], return_tensors="pt")
     >>> tuple(model(**batch).logits.shape)
     (1, 7, 25)
+
     ```
     """
 
@@ -474,6 +476,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     >>> batch = RnaFmTokenizer()(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
     >>> tuple(model(**batch).logits.shape)
     (2, 9, 9)
+
     ```
     """
 

@@ -160,6 +160,7 @@ def read_original_checkpoint(
     >>> config, state_dict = read_original_checkpoint("RNA-FM_pretrained.pth")  # doctest: +SKIP
     >>> model = RnaFmForMaskedLM(config).eval()  # doctest: +SKIP
     >>> model.load_state_dict(state_dict, strict=False)  # doctest: +SKIP
+
     ```
     """
     if not isinstance(checkpoint, Mapping):

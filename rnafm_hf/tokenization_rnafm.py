@@ -228,6 +228,7 @@ class RnaFmTokenizer(_RnaFmTokenizerBase):
     [0, 4, 5, 6, 7, 24, 7, 2]
     >>> tokenizer.decode([0, 4, 5, 6, 7, 24, 7, 2], skip_special_tokens=True)
     'ACGUU'
+
     ```
     """
 
@@ -254,6 +255,7 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
     >>> tokenizer = RnaFmCodonTokenizer()
     >>> tokenizer("AUGGCCUAA")["input_ids"]
     [0, 13, 14, 66, 2]
+
     ```
     """
 
