@@ -205,7 +205,6 @@ class RnaFmEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([RnaFmLayer(config) for _ in range(config.num_hidden_layers)])
         self.emb_layer_norm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
 
     def forward(
         self,

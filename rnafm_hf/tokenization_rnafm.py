@@ -35,7 +35,8 @@ MAX_REPORTED = 5
 
 
 class UnknownResidueWarning(UserWarning):
-    """Characters outside the tokenizer's alphabet were encoded as `<unk>`."""
+    """The tokenizer changed or doubts an input: characters encoded as `<unk>`, an empty sequence, or a dropped
+    partial codon. Filter it with `warnings.filterwarnings`, or use `strict=True` to make the first two errors."""
 
 
 class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
@@ -101,11 +102,11 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
         return {token: index for index, token in enumerate(cls.vocabulary)}
 
     def _build_backend(self, cls_token: str, eos_token: str, unk_token: str) -> Tokenizer:
-        backend = Tokenizer(WordLevel(self._vocab_dict(), unk_token=unk_token))
+        vocab = self._vocab_dict()
+        backend = Tokenizer(WordLevel(vocab, unk_token=unk_token))
         if self.remove_whitespace:
             backend.normalizer = normalizers.Replace(Regex(f"[{re.escape(WHITESPACE)}]"), "")
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(self.token_pattern), behavior="isolated")
-        vocab = self._vocab_dict()
         backend.post_processor = processors.TemplateProcessing(
             single=f"{cls_token} $A {eos_token}",
             pair=f"{cls_token} $A {eos_token} $B:1 {eos_token}:1",
@@ -124,11 +125,11 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
         """The stretches of `text` between special tokens, each with its start offset."""
         if "<" not in text:
             return [(0, text)]
-        segments, start = [], 0
-        for match in self._special_token_split.finditer(text):
-            segments.append((start, text[start : match.start()]))
-            start = match.end()
-        segments.append((start, text[start:]))
+        segments, offset = [], 0
+        for i, part in enumerate(self._special_token_split.split(text)):
+            if i % 2 == 0:  # split() alternates stretch, special token, stretch, ...
+                segments.append((offset, part))
+            offset += len(part)
         return segments
 
     def _residue_count(self, segment: str) -> int:
@@ -147,13 +148,14 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
 
         if "<" not in text:
             return normalise(text)
-        parts = self._special_token_split.split(text)
-        return "".join(part if i % 2 else normalise(part) for i, part in enumerate(parts))
+        return "".join(
+            part if i % 2 else normalise(part) for i, part in enumerate(self._special_token_split.split(text))
+        )
 
     def _prepare_sequence(self, text: str, index: int) -> str:
         """Normalise and check one input; returns the text for the Rust backend."""
         text = self._normalise_letters(text)
-        if self._residue_count(text) == 0:
+        if not (text.strip(WHITESPACE) if self.remove_whitespace else text):
             message = f"Sequence {index} is empty: it encodes to `<cls><eos>` only."
             if self.strict:
                 raise ValueError(f"{message} Remove empty sequences from the input.")

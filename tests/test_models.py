@@ -224,6 +224,21 @@ def test_contact_labels_give_masked_bce(tokenizer):
     assert out.loss.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+def test_inputs_embeds_give_the_same_outputs_as_input_ids(tokenizer):
+    """Without input_ids the contact head finds <cls>/<eos> by place; with them, by id. Both must agree."""
+    torch.manual_seed(0)
+    model = RnaFmForContactPrediction(tiny_config(contact_head_trained=True, token_dropout=False)).eval()
+    batch = tokenizer(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
+    embeds = model.rnafm.get_input_embeddings()(batch["input_ids"])
+    with torch.no_grad():
+        by_ids = model(**batch, output_hidden_states=True)
+        by_embeds = model(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True
+        )
+    assert torch.allclose(by_ids.hidden_states[-1], by_embeds.hidden_states[-1], atol=1e-6)
+    assert torch.allclose(by_ids.logits, by_embeds.logits, atol=1e-6)
+
+
 def test_init_weights_are_small_and_finite():
     model = RnaFmForMaskedLM(tiny_config())
     for name, param in model.named_parameters():

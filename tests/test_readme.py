@@ -28,5 +28,6 @@ def test_ci_runs_the_readme_test_commands():
     assert test in ci.splitlines()
 
 
-def test_install_command_names_the_distribution():
-    assert "rnafm-hf" in SHELL_BLOCKS[0] and "pip install ." in SHELL_BLOCKS[0]
+def test_install_command_installs_this_distribution():
+    assert SHELL_BLOCKS[0].strip() == "pip install ."
+    assert 'name = "rnafm-hf"' in (ROOT / "pyproject.toml").read_text()
