@@ -20,7 +20,12 @@ from .modeling_rnafm import (
     RnaFmModel,
     RnaFmPreTrainedModel,
 )
-from .original_checkpoint import load_original_checkpoint, read_original_checkpoint
+from .original_checkpoint import (
+    CheckpointError,
+    load_original_checkpoint,
+    read_original,
+    read_original_checkpoint,
+)
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer, UnknownResidueWarning
 
 __version__ = "0.1.0"
@@ -29,6 +34,7 @@ register_auto_classes()
 
 __all__ = [
     "AutoModelForContactPrediction",
+    "CheckpointError",
     "RnaFmCodonTokenizer",
     "RnaFmConfig",
     "RnaFmContactPredictionOutput",
@@ -39,5 +45,6 @@ __all__ = [
     "RnaFmTokenizer",
     "UnknownResidueWarning",
     "load_original_checkpoint",
+    "read_original",
     "read_original_checkpoint",
 ]

@@ -1,9 +1,12 @@
-"""Read the original RNA-FM / mRNA-FM `.pth` files into an `RnaFmConfig` and a state dict for our classes.
+"""Read the original RNA-FM / mRNA-FM / secondary-structure `.pth` files into an `RnaFmConfig` and a state dict.
 
 This reproduces `fm.pretrained.load_model_and_alphabet_local`: fairseq argument and key prefixes stripped, sizes
 and `token_dropout` read from the file's arguments, `emb_layer_norm_before` switched on by the presence of its
-weights, and the `<mask>` row of the token embeddings zeroed. Files are opened with `weights_only=True`, allowing
-only `argparse.Namespace`, so a file cannot run code while it loads.
+weights, and the `<mask>` row of the token embeddings zeroed. Secondary-structure files (a state dict of
+`fm.downstream.Baseline`) hold the same model under `backbone.` and the ResNet head under `downstream_modules.`.
+
+Files are opened with `weights_only=True`, allowing only `argparse.Namespace`, so a file cannot run code while it
+loads. What kind of model a file holds is read from its contents, never from its name.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +26,9 @@ from .configuration_rnafm import MRNA_FM_PRESET, RNA_FM_PRESET, RnaFmConfig
 from .modeling_rnafm import RnaFmModel, RnaFmPreTrainedModel
 
 PADDING_IDX = 1
+KINDS = ("rna-fm", "mrna-fm", "rna-fm-ss")
+BACKBONE_PREFIX = "backbone."
+HEAD_PREFIX = "downstream_modules."
 # Original (prefix-stripped) key -> our key in the RnaFmForMaskedLM / RnaFmForContactPrediction namespace.
 _KEY_RULES = [
     (r"embed_tokens\.weight", "rnafm.embeddings.word_embeddings.weight"),
@@ -36,20 +44,76 @@ _KEY_RULES = [
     (r"lm_head\.weight", "lm_head.decoder.weight"),
     (r"contact_head\.regression\.(weight|bias)", r"contact_head.regression.\1"),
 ]
+_LAYER_PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
+_LAYER_PARTS += ("self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
 CONTACT_REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
 VOCABULARIES = {RNA_FM_PRESET["vocab_size"]: RNA_FM_PRESET, MRNA_FM_PRESET["vocab_size"]: MRNA_FM_PRESET}
+_KIND_OF_VOCABULARY = {RNA_FM_PRESET["vocab_size"]: "rna-fm", MRNA_FM_PRESET["vocab_size"]: "mrna-fm"}
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable original RNA-FM checkpoint (unsafe, damaged, or another model's)."""
+
+
+@dataclass
+class OriginalCheckpoint:
+    """What an original file holds, in our terms."""
+
+    kind: str
+    """`"rna-fm"`, `"mrna-fm"` or `"rna-fm-ss"` (a secondary-structure file: RNA-FM backbone + ResNet head)."""
+    config: RnaFmConfig
+    state_dict: dict[str, torch.Tensor]
+    """Backbone and LM head in `RnaFmForMaskedLM` names, plus `contact_head.regression.*` when the file has them."""
+    head_state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The secondary-structure head, with the `downstream_modules.` prefix removed (empty for other kinds)."""
+    args: dict[str, Any] | None = None
+    """The training arguments with fairseq's `encoder_` prefix removed; None for a bare state dict."""
 
 
 def load_original_file(path: str | os.PathLike) -> Any:
-    """`torch.load` an original file safely: tensors and `argparse.Namespace` only, nothing executed."""
+    """
+    `torch.load` an original file safely: tensors and `argparse.Namespace` only, nothing executed.
+
+    The tensors are memory-mapped where the file format allows it, so reading costs little RAM. A file that asks to
+    run code, or that cannot be read (truncated, not a PyTorch file), raises `CheckpointError`.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file.")
     # The context manager removes what it added on exit, so leave a caller's own allow-list untouched.
     already_allowed = argparse.Namespace in torch.serialization.get_safe_globals()
-    with (
+    allow = (
         contextlib.nullcontext()
         if already_allowed
         else torch.serialization.safe_globals([argparse.Namespace])
-    ):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    )
+    try:
+        with allow:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                # Files written by torch < 1.6 (not zip archives) cannot be memory-mapped.
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise _unreadable(path, error) from error
+        raise CheckpointError(
+            f"Refused to load {path}: it asks to run code or build objects while unpickling, which original RNA-FM "
+            "files never do (they hold tensors and an argparse.Namespace only). Nothing from it was executed. "
+            f"torch said: {str(error).splitlines()[-1].strip() or error}"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: str | os.PathLike, error: Exception) -> CheckpointError:
+    size = os.path.getsize(path)
+    return CheckpointError(
+        f"Could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}. The file may be truncated (an interrupted download?) "
+        "or not a .pth file; download it again."
+    )
 
 
 def strip_fairseq_prefix(key: str) -> str:
@@ -71,22 +135,25 @@ def _split_checkpoint(
         return {
             ("".join(k.split("encoder_")[1:]) if "encoder_" in k else k): v for k, v in args.items()
         }, checkpoint["model"]
-    if all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+    if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         return None, checkpoint
-    raise ValueError(
+    raise CheckpointError(
         "Not an original RNA-FM checkpoint: expected a dict with 'args' and 'model', or a bare state dict of "
         f"tensors; found the keys {sorted(checkpoint)[:10]}."
     )
+
+
+def _detect_kind(state: Mapping[str, torch.Tensor]) -> str | None:
+    if any(k.startswith(BACKBONE_PREFIX) for k in state) and any(k.startswith(HEAD_PREFIX) for k in state):
+        return "rna-fm-ss"
+    embedding = state.get("embed_tokens.weight")
+    return _KIND_OF_VOCABULARY.get(embedding.shape[0]) if embedding is not None else None
 
 
 def _config_from(
     args: dict[str, Any] | None, state: Mapping[str, torch.Tensor], overrides: dict
 ) -> RnaFmConfig:
     vocab_size, hidden_size = state["embed_tokens.weight"].shape
-    if vocab_size not in VOCABULARIES:
-        raise ValueError(
-            f"The token embedding has {vocab_size} rows; RNA-FM has 25 (nucleotides) and mRNA-FM 73 (codons)."
-        )
     preset = VOCABULARIES[vocab_size]
     layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
     values: dict[str, Any] = {
@@ -94,7 +161,7 @@ def _config_from(
         "hidden_size": hidden_size,
         "num_hidden_layers": len(layer_ids),
         "intermediate_size": state["layers.0.fc1.weight"].shape[0]
-        if layer_ids
+        if "layers.0.fc1.weight" in state
         else preset["intermediate_size"],
         "num_attention_heads": preset["num_attention_heads"],
         "max_position_embeddings": state["embed_positions.weight"].shape[0],
@@ -105,7 +172,7 @@ def _config_from(
     }
     if args is not None:
         if args.get("arch", "roberta_large") != "roberta_large":
-            raise ValueError(
+            raise CheckpointError(
                 f"Unknown architecture {args['arch']!r}: the original loader only reads 'roberta_large'."
             )
         values["num_attention_heads"] = args.get("attention_heads", values["num_attention_heads"])
@@ -130,14 +197,127 @@ def _config_from(
             if v not in (None, values[k])
         ]
         if clashes:
-            raise ValueError("The checkpoint's arguments disagree with its weights: " + "; ".join(clashes))
+            raise CheckpointError(
+                "The checkpoint's arguments disagree with its weights: " + "; ".join(clashes)
+            )
     values.update(overrides)
     if args is None and values["hidden_size"] % values["num_attention_heads"]:
-        raise ValueError(
+        raise CheckpointError(
             f"This bare state dict has width {values['hidden_size']}, which {values['num_attention_heads']} heads do "
             "not divide; the head count is not stored in the weights: pass num_attention_heads=..."
         )
     return RnaFmConfig(**values)
+
+
+def expected_original_keys(config: RnaFmConfig) -> set[str]:
+    """Keys (fairseq prefixes stripped) that the original model of this shape has, contact regression aside."""
+    keys = {"embed_tokens.weight", "embed_positions.weight", "lm_head.weight", "lm_head.bias"}
+    norms = ["emb_layer_norm_after", "lm_head.layer_norm"]
+    norms += ["emb_layer_norm_before"] if config.emb_layer_norm_before else []
+    for i in range(config.num_hidden_layers):
+        norms += [f"layers.{i}.{part}" for part in _LAYER_PARTS]
+    keys |= {f"{name}.{p}" for name in [*norms, "lm_head.dense"] for p in ("weight", "bias")}
+    return keys
+
+
+def _mismatch(missing: set[str], unexpected: set[str], what: str) -> CheckpointError:
+    def listing(keys: set[str]) -> str:
+        shown = sorted(keys)[:20]
+        return f"{shown}" + (f" and {len(keys) - 20} more" if len(keys) > 20 else "")
+
+    return CheckpointError(
+        f"The checkpoint does not match the {what} architecture.\n"
+        f"  Missing keys ({len(missing)}): {listing(missing)}\n"
+        f"  Unexpected keys ({len(unexpected)}): {listing(unexpected)}"
+    )
+
+
+def _check_kind(requested: str, detected: str | None, has_head: bool, vocab_size: int | None) -> None:
+    if requested not in KINDS:
+        raise CheckpointError(f"Unknown kind {requested!r}; choose one of {', '.join(KINDS)}.")
+    if requested == "rna-fm-ss" and not has_head:
+        raise CheckpointError(
+            "kind 'rna-fm-ss' was requested, but the checkpoint has no secondary-structure head "
+            f"({HEAD_PREFIX}* keys next to {BACKBONE_PREFIX}*)."
+        )
+    wanted_vocab = MRNA_FM_PRESET["vocab_size"] if requested == "mrna-fm" else RNA_FM_PRESET["vocab_size"]
+    if vocab_size is not None and vocab_size != wanted_vocab:
+        raise CheckpointError(
+            f"kind {requested!r} was requested, but the checkpoint's token embedding has {vocab_size} rows "
+            f"(the file looks like {detected!r}); {requested} has {wanted_vocab}."
+        )
+
+
+def read_original(
+    checkpoint: str | os.PathLike | Mapping[str, Any], kind: str | None = None, **config_overrides: Any
+) -> OriginalCheckpoint:
+    """
+    Read an original checkpoint (a path, or the loaded dict) and say what it is.
+
+    Accepts `{"args": Namespace, "model": state_dict}` with either fairseq key prefix
+    (`encoder.sentence_encoder.*` or `encoder.encoder.*`), a bare state dict, or a secondary-structure state dict
+    (`backbone.*` + `downstream_modules.*`). `kind` ("rna-fm", "mrna-fm", "rna-fm-ss") overrides the detection;
+    asking for "rna-fm" on a secondary-structure file takes its backbone only. For a bare state dict the head
+    count cannot be read from the weights and defaults to 20 (all released models); pass
+    `num_attention_heads=...` to override, likewise any other config field. Missing or unexpected keys raise a
+    `CheckpointError` that lists them.
+    """
+    if not isinstance(checkpoint, Mapping):
+        checkpoint = load_original_file(checkpoint)
+    args, raw_state = _split_checkpoint(checkpoint)
+    head_state: dict[str, torch.Tensor] = {}
+    if any(k.startswith(BACKBONE_PREFIX) for k in raw_state):
+        head_state = {
+            k.removeprefix(HEAD_PREFIX): v for k, v in raw_state.items() if k.startswith(HEAD_PREFIX)
+        }
+        raw_state = {
+            k.removeprefix(BACKBONE_PREFIX): v for k, v in raw_state.items() if not k.startswith(HEAD_PREFIX)
+        }
+    state = {strip_fairseq_prefix(k): v for k, v in raw_state.items()}
+    detected = "rna-fm-ss" if head_state else _detect_kind(state)
+    embedding = state.get("embed_tokens.weight")
+    vocab_size = embedding.shape[0] if embedding is not None and embedding.ndim == 2 else None
+    if kind is not None:
+        _check_kind(kind, detected, bool(head_state), vocab_size)
+    elif vocab_size not in VOCABULARIES or "embed_positions.weight" not in state:
+        # Not recognisably RNA-FM: list the differences against the RNA-FM layout of this depth.
+        layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
+        reference = RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1)
+        expected = expected_original_keys(reference)
+        if vocab_size is not None and vocab_size not in VOCABULARIES:
+            raise CheckpointError(
+                f"The token embedding has {vocab_size} rows; RNA-FM has 25 (nucleotides) and mRNA-FM 73 (codons)."
+            )
+        raise _mismatch(expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS), "RNA-FM")
+    kind = kind or detected
+    config = _config_from(args, state, config_overrides)
+    expected = expected_original_keys(config)
+    missing, unexpected = expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS)
+    if missing or unexpected:
+        raise _mismatch(missing, unexpected, "mRNA-FM" if kind == "mrna-fm" else "RNA-FM")
+    if not torch.equal(state["lm_head.weight"], state["embed_tokens.weight"]):
+        raise CheckpointError(
+            "lm_head.weight differs from embed_tokens.weight; RNA-FM ties them, so this file is not one."
+        )
+
+    converted = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            continue  # tied: stored once, as the token embedding
+        for pattern, replacement in _KEY_RULES:
+            if re.fullmatch(pattern, key):
+                converted[re.sub(pattern, replacement, key)] = tensor
+                break
+    embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
+    embeddings[config.mask_token_id].zero_()  # as the original loader does, for token dropout
+    converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
+    return OriginalCheckpoint(
+        kind=kind,
+        config=config,
+        state_dict=converted,
+        head_state_dict=head_state if kind == "rna-fm-ss" else {},
+        args=args,
+    )
 
 
 def read_original_checkpoint(
@@ -146,12 +326,8 @@ def read_original_checkpoint(
     """
     Turn an original checkpoint (a path, or the loaded dict) into `(config, state_dict)` for our classes.
 
-    Accepts `{"args": Namespace, "model": state_dict}` with either fairseq key prefix
-    (`encoder.sentence_encoder.*` or `encoder.encoder.*`), or a bare state dict. For a bare state dict the head
-    count cannot be read from the weights and defaults to 20 (both released models); pass
-    `num_attention_heads=...` to override, likewise any other config field. Keys the original model does not have,
-    or missing ones, raise a `ValueError` that lists them. The returned state dict uses the key names of
-    `RnaFmForMaskedLM` plus `contact_head.regression.*` when the file has them.
+    The state dict uses the key names of `RnaFmForMaskedLM` plus `contact_head.regression.*` when the file has
+    them; see `read_original` for the accepted layouts and the overrides.
 
     Example:
 
@@ -163,54 +339,44 @@ def read_original_checkpoint(
 
     ```
     """
-    if not isinstance(checkpoint, Mapping):
-        checkpoint = load_original_file(checkpoint)
-    args, raw_state = _split_checkpoint(checkpoint)
-    state = {strip_fairseq_prefix(k): v for k, v in raw_state.items()}
-    for required in ("embed_tokens.weight", "embed_positions.weight"):
-        if required not in state:
-            raise ValueError(
-                f"The checkpoint has no {required!r} (after stripping fairseq prefixes); "
-                f"its keys start with {sorted(state)[:5]}. Is this an RNA-FM checkpoint?"
-            )
-    config = _config_from(args, state, config_overrides)
-
-    converted, unexpected = {}, []
-    for key, tensor in state.items():
-        for pattern, replacement in _KEY_RULES:
-            if re.fullmatch(pattern, key):
-                converted[re.sub(pattern, replacement, key)] = tensor
-                break
-        else:
-            unexpected.append(key)
-    if "lm_head.decoder.weight" in converted and not torch.equal(
-        converted["lm_head.decoder.weight"], converted["rnafm.embeddings.word_embeddings.weight"]
-    ):
-        raise ValueError(
-            "lm_head.weight differs from embed_tokens.weight; RNA-FM ties them, so this file is not one."
-        )
-    converted.pop("lm_head.decoder.weight", None)  # tied: stored once, as the token embedding
-    expected = expected_state_dict_keys(config) - {"lm_head.decoder.weight"}
-    missing = sorted(expected - set(converted))
-    unexpected += sorted(set(converted) - expected - set(CONTACT_REGRESSION_KEYS))
-    if missing or unexpected:
-        raise ValueError(
-            "The checkpoint does not match the RNA-FM architecture.\n"
-            f"  Missing keys ({len(missing)}): {missing}\n"
-            f"  Unexpected keys ({len(unexpected)}): {sorted(unexpected)}"
-        )
-    embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
-    embeddings[config.mask_token_id].zero_()  # as the original loader does, for token dropout
-    converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
-    return config, converted
+    original = read_original(checkpoint, **config_overrides)
+    return original.config, original.state_dict
 
 
-def expected_state_dict_keys(config: RnaFmConfig) -> set[str]:
-    """Keys of a full RNA-FM state dict in our names (backbone and LM head), built on the meta device."""
+def build_model(
+    original: OriginalCheckpoint, model_class: type[RnaFmPreTrainedModel] | None = None
+) -> RnaFmPreTrainedModel:
+    """
+    Our model (default `RnaFmForMaskedLM`) holding the checkpoint's tensors without copying them, in eval mode.
+
+    Weights of heads the chosen class lacks are left out; a head the file lacks (the contact regression, usually)
+    keeps its fresh initialisation.
+    """
     from .modeling_rnafm import RnaFmForMaskedLM
 
+    model_class = model_class or RnaFmForMaskedLM
+    # Built on the meta device and given the checkpoint's (memory-mapped) tensors as they are: no random
+    # initialisation and no copy of 100 M parameters.
     with torch.device("meta"):
-        return set(RnaFmForMaskedLM(config).state_dict())
+        model = model_class(original.config)
+    state = original.state_dict
+    if isinstance(model, RnaFmModel):
+        state = {k.removeprefix("rnafm."): v for k, v in state.items() if k.startswith("rnafm.")}
+    own_keys = set(model.state_dict())
+    missing, _ = model.load_state_dict(
+        {k: v for k, v in state.items() if k in own_keys}, strict=False, assign=True
+    )
+    model.tie_weights()
+    for (
+        module
+    ) in model.modules():  # what the file lacks (the contact regression, usually) is initialised fresh
+        if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
+            module.to_empty(device="cpu", recurse=False)
+            model._init_weights(module)
+    missing = [k for k in missing if not k.startswith("contact_head.") and k != "lm_head.decoder.weight"]
+    if missing:
+        raise CheckpointError(f"{model_class.__name__} needs weights the checkpoint lacks: {missing}")
+    return model.eval()
 
 
 def load_original_checkpoint(
@@ -224,26 +390,58 @@ def load_original_checkpoint(
     Weights of heads the chosen class lacks are left out; a head the file lacks (the contact regression, usually)
     keeps its fresh initialisation.
     """
-    from .modeling_rnafm import RnaFmForMaskedLM
+    return build_model(read_original(checkpoint, **config_overrides), model_class)
 
-    model_class = model_class or RnaFmForMaskedLM
-    config, state = read_original_checkpoint(checkpoint, **config_overrides)
-    model = model_class(config)
-    if isinstance(model, RnaFmModel):
-        state = {k.removeprefix("rnafm."): v for k, v in state.items() if k.startswith("rnafm.")}
-    own_keys = set(model.state_dict())
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state.items() if k in own_keys}, strict=False
+
+def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
+    """
+    The inverse of `read_original`: `{"args": Namespace, "model": state_dict}` in the layout of the released files
+    (`encoder.sentence_encoder.*` body, `encoder.lm_head.*` head), readable by the original `fm` loader.
+
+    Takes `RnaFmForMaskedLM` or `RnaFmForContactPrediction` (whose missing LM head is then left out, as fm cannot
+    load that); `torch.save` the result.
+    """
+    config = model.config
+    args = argparse.Namespace(
+        arch="roberta_large",
+        encoder_layers=config.num_hidden_layers,
+        encoder_embed_dim=config.hidden_size,
+        encoder_ffn_embed_dim=config.intermediate_size,
+        encoder_attention_heads=config.num_attention_heads,
+        max_positions=config.max_position_embeddings - PADDING_IDX - 1,
+        token_dropout=config.token_dropout,
+        dropout=config.hidden_dropout_prob,
+        attention_dropout=config.attention_probs_dropout_prob,
     )
-    missing = [k for k in missing if not k.startswith("contact_head.") and k != "lm_head.decoder.weight"]
-    if missing:
-        raise ValueError(f"{model_class.__name__} needs weights the checkpoint lacks: {missing}")
-    return model.eval()
+    renames = [
+        (r"rnafm\.embeddings\.word_embeddings\.", "embed_tokens."),
+        (r"rnafm\.embeddings\.position_embeddings\.", "embed_positions."),
+        (r"rnafm\.embeddings\.layer_norm\.", "emb_layer_norm_before."),
+        (r"rnafm\.encoder\.", ""),
+    ]
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key == "lm_head.decoder.weight":
+            continue
+        for pattern, replacement in renames:
+            key = re.sub(f"^{pattern}", replacement, key)
+        head = key.startswith(("lm_head.", "contact_head."))
+        state[("encoder." if head else "encoder.sentence_encoder.") + key] = tensor.detach().clone()
+    if "encoder.lm_head.bias" in state:
+        state["encoder.lm_head.weight"] = state["encoder.sentence_encoder.embed_tokens.weight"]
+    return {"args": args, "model": state}
 
 
 __all__ = [
+    "CheckpointError",
+    "KINDS",
+    "OriginalCheckpoint",
+    "build_model",
+    "expected_original_keys",
     "load_original_checkpoint",
     "load_original_file",
+    "read_original",
     "read_original_checkpoint",
     "strip_fairseq_prefix",
+    "to_original_checkpoint",
 ]
