@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from original_checkpoints import write_original_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,3 +36,32 @@ def example_sequences() -> list[tuple[str, str]]:
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared data folder (../shared/data) is needed for this test")
     return read_fasta(path)
+
+
+@pytest.fixture(scope="session")
+def full_rna_fm_checkpoint(tmp_path_factory) -> Path:
+    """A full-size RNA-FM file (12 x 640, 99.5 M parameters) in the released layout, random weights."""
+    return write_original_checkpoint(
+        tmp_path_factory.mktemp("full") / "RNA-FM_pretrained.pth",
+        layers=12,
+        embed_dim=640,
+        ffn_embed_dim=5120,
+        heads=20,
+        seed=11,
+    )
+
+
+@pytest.fixture(scope="session")
+def full_mrna_fm_checkpoint(tmp_path_factory) -> Path:
+    """A full-size mRNA-FM file (12 x 1280, codon vocabulary, no embedding LayerNorm), `encoder.encoder.` keys."""
+    return write_original_checkpoint(
+        tmp_path_factory.mktemp("full") / "file_mRNA-FM_pretrained.pth",
+        theme="rna-3mer",
+        layers=12,
+        embed_dim=1280,
+        ffn_embed_dim=5120,
+        heads=20,
+        emb_layer_norm_before=False,
+        prefix="encoder_encoder",
+        seed=12,
+    )

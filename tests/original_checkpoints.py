@@ -53,6 +53,28 @@ def randomise_(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(0.05 * torch.randn(param.shape, generator=generator))
 
 
+def random_fm_model(
+    theme: str,
+    layers: int,
+    embed_dim: int,
+    ffn_embed_dim: int,
+    heads: int,
+    token_dropout: bool,
+    emb_layer_norm_before: bool,
+    seed: int,
+):
+    """The original `fm.BioBertModel` with random weights, and its fairseq training arguments."""
+    alphabet = fm.Alphabet.from_architecture("roberta_large", theme)
+    args = original_args(layers, embed_dim, ffn_embed_dim, heads, token_dropout)
+    model_args = argparse.Namespace(
+        **{k.replace("encoder_", ""): v for k, v in vars(args).items()},
+        emb_layer_norm_before=emb_layer_norm_before,
+    )
+    model = fm.BioBertModel(model_args, alphabet)
+    randomise_(model, seed)
+    return model, args, alphabet
+
+
 def write_original_checkpoint(
     path: Path,
     *,
@@ -68,14 +90,9 @@ def write_original_checkpoint(
     seed: int = 0,
 ) -> Path:
     """Save `{"args", "model"}` (or a bare state dict) the way the released .pth files are laid out."""
-    alphabet = fm.Alphabet.from_architecture("roberta_large", theme)
-    args = original_args(layers, embed_dim, ffn_embed_dim, heads, token_dropout)
-    model_args = argparse.Namespace(
-        **{k.replace("encoder_", ""): v for k, v in vars(args).items()},
-        emb_layer_norm_before=emb_layer_norm_before,
+    model, args, _ = random_fm_model(
+        theme, layers, embed_dim, ffn_embed_dim, heads, token_dropout, emb_layer_norm_before, seed
     )
-    model = fm.BioBertModel(model_args, alphabet)
-    randomise_(model, seed)
     body, head = PREFIXES[prefix]
     state = {}
     for key, tensor in model.state_dict().items():
@@ -87,8 +104,46 @@ def write_original_checkpoint(
     return path
 
 
+SS_HEAD_NAME = "pc-resnet_1_sym_first:r-ss"
+
+
+def write_secondary_structure_checkpoint(
+    path: Path,
+    *,
+    layers: int = 2,
+    embed_dim: int = 40,
+    ffn_embed_dim: int = 64,
+    heads: int = 20,
+    seed: int = 0,
+) -> Path:
+    """A state dict of `fm.downstream.Baseline(backbone "rna-fm", head "pc-resnet_1_sym_first:r-ss")`, as
+    RNA-FM-ResNet_PDB-All.pth: `backbone.*` (with the contact regression) and `downstream_modules.<head>.*`."""
+    from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
+
+    backbone, _, alphabet = random_fm_model("rna", layers, embed_dim, ffn_embed_dim, heads, True, True, seed)
+    predictor, _ = SS_HEAD_NAME.split(":")
+    head = PairwiseConcatWithResNet.create_module_with_name(predictor, backbone.args, alphabet)
+    randomise_(head, seed + 1)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state |= {f"downstream_modules.{SS_HEAD_NAME}.{k}": v for k, v in head.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
 def load_with_fm(path: Path, theme: str = "rna"):
     """The original loader (the file name must contain RNA-FM so that it expects no regression file)."""
     assert "RNA-FM" in path.name
     model, alphabet = fm.pretrained.load_model_and_alphabet_local(str(path), theme=theme)
     return model.eval(), alphabet
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, filename: str, source: Path) -> None:
+    """Lay out `source` as `hf_hub_download` leaves a download: a snapshot per commit and refs/main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit / filename
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.write_bytes(source.read_bytes())

@@ -149,15 +149,8 @@ def test_contact_regression_from_file_is_kept(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_rna_fm_matches_original(tmp_path_factory, example_sequences):
-    path = write_original_checkpoint(
-        tmp_path_factory.mktemp("full") / "RNA-FM_pretrained.pth",
-        layers=12,
-        embed_dim=640,
-        ffn_embed_dim=5120,
-        heads=20,
-        seed=11,
-    )
+def test_full_size_rna_fm_matches_original(full_rna_fm_checkpoint, example_sequences):
+    path = full_rna_fm_checkpoint
     sequences = [s for _, s in example_sequences] + ["ACGU<mask>GGCAUGCA"]
     for attn_implementation in ("sdpa", "eager"):
         ours, plain, expected, _, _ = run_both(path, RnaFmTokenizer(), sequences, "rna", attn_implementation)
@@ -170,17 +163,8 @@ def test_full_size_rna_fm_matches_original(tmp_path_factory, example_sequences):
 
 
 @pytest.mark.slow
-def test_full_size_mrna_fm_matches_original(tmp_path_factory):
-    path = write_original_checkpoint(
-        tmp_path_factory.mktemp("full") / "file_mRNA-FM_pretrained.pth",
-        theme="rna-3mer",
-        layers=12,
-        embed_dim=1280,
-        ffn_embed_dim=5120,
-        heads=20,
-        emb_layer_norm_before=False,
-        seed=12,
-    )
+def test_full_size_mrna_fm_matches_original(full_mrna_fm_checkpoint):
+    path = full_mrna_fm_checkpoint
     ours, plain, expected, _, _ = run_both(path, RnaFmCodonTokenizer(), CODON_BATCH, "rna-3mer", "sdpa")
     diffs = max_diffs(ours, expected, plain)
     print("mRNA-FM", {k: f"{v:.1e}" for k, v in diffs.items()})

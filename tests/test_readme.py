@@ -1,33 +1,83 @@
-"""Every code block of README.md runs (Python blocks) or is what CI runs (shell blocks)."""
+"""Every code block of README.md runs, in order, in a fresh folder (shell blocks through bash), or is what CI runs."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
+from original_checkpoints import put_in_hub_cache, write_original_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
-SHELL_BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
+BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, re.DOTALL)
+SHELL_BLOCKS = [code for language, code in BLOCKS if language == "bash"]
+INSTALL_OR_TEST = ("pip install", "python -m pytest")
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_python_blocks_run(index, tmp_path, monkeypatch, capsys):
+def run_shell_block(code: str, cwd: Path) -> None:
+    os.symlink(ROOT / "conversion", cwd / "conversion")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cwd / "hub-cache")}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"README shell block failed:\n{code}\n{done.stdout}\n{done.stderr}"
+
+
+def test_quickstart_runs(tmp_path, monkeypatch, capsys):
+    """The shell blocks up to the first Python block, then the Python blocks, all in one folder."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(PYTHON_BLOCKS[index], f"README.md python block {index}", "exec"), {})
+    python_blocks = [code for language, code in BLOCKS if language == "python"]
+    quickstart_shell = [
+        code for language, code in BLOCKS[: BLOCKS.index(("python", python_blocks[0]))] if language == "bash"
+    ]
+    run_shell_block("\n".join(c for c in quickstart_shell if not c.startswith(INSTALL_OR_TEST)), tmp_path)
+    for index, code in enumerate(python_blocks):
+        exec(compile(code, f"README.md python block {index}", "exec"), {})
     assert "torch.Size([56, 640])" in capsys.readouterr().out
 
 
-def test_ci_runs_the_readme_test_commands():
+def test_conversion_commands_run(tmp_path):
+    """With stand-ins for the released files (random weights) and a pre-filled Hub cache for the hf:// line."""
+    block = next(code for code in SHELL_BLOCKS if "hf://" in code)
+    rna = write_original_checkpoint(tmp_path / "RNA-FM_pretrained.pth")
+    write_original_checkpoint(
+        tmp_path / "file_mRNA-FM_pretrained.pth", theme="rna-3mer", emb_layer_norm_before=False
+    )
+    put_in_hub_cache(tmp_path / "hub-cache", "cuhkaih/rnafm", "RNA-FM_pretrained.pth", rna)
+    # The hf:// line writes ./rna-fm again, after the first line did: run the lines each in a fresh folder.
+    for index, line in enumerate(block.strip().splitlines()):
+        folder = tmp_path / f"line{index}"
+        folder.mkdir()
+        for name in ("RNA-FM_pretrained.pth", "file_mRNA-FM_pretrained.pth"):
+            os.link(tmp_path / name, folder / name)
+        (folder / "hub-cache").symlink_to(tmp_path / "hub-cache")
+        run_shell_block(line, folder)
+        assert any(
+            (folder / name / "model.safetensors").exists() for name in ("rna-fm", "mrna-fm", "rna-fm-copy")
+        )
+
+
+@pytest.mark.parametrize("block", [b for b in SHELL_BLOCKS if b.startswith(INSTALL_OR_TEST)])
+def test_install_and_test_blocks_are_what_ci_runs(block):
     ci = (ROOT / ".ci" / "run").read_text()
-    test_block = next(block for block in SHELL_BLOCKS if "pytest" in block)
-    install, test = test_block.strip().splitlines()
-    assert install.replace("pip install", "python -m pip install --quiet") in ci
-    assert test in ci.splitlines()
+    for line in block.strip().splitlines():
+        if line == "pip install .":
+            assert 'name = "rnafm-hf"' in (ROOT / "pyproject.toml").read_text()
+        elif line.startswith("pip install"):
+            assert line.replace("pip install", "python -m pip install --quiet") in ci
+        else:
+            assert line in ci.splitlines()
 
 
 def test_install_command_installs_this_distribution():
     assert SHELL_BLOCKS[0].strip() == "pip install ."
-    assert 'name = "rnafm-hf"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_shell_block_is_exercised_above():
+    first_python = next(i for i, (language, _) in enumerate(BLOCKS) if language == "python")
+    for index, (language, code) in enumerate(BLOCKS):
+        if language == "bash":
+            assert code.startswith(INSTALL_OR_TEST) or index < first_python or "hf://" in code, code

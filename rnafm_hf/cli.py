@@ -1,0 +1,178 @@
+"""The `rnafm-hf` command: `rnafm-hf convert ...`, `rnafm-hf push ...` (`rnafm-hf SUBCOMMAND --help` for each)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_FAILED_CHECK = 1
+EXIT_BAD_INPUT = 2
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _format_size(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .conversion import convert_checkpoint
+    from .fasta import read_fasta
+    from .hub import push_folder_to_hub
+
+    overrides = {}
+    if args.num_attention_heads is not None:
+        overrides["num_attention_heads"] = args.num_attention_heads
+    if args.token_dropout is not None:
+        overrides["token_dropout"] = args.token_dropout
+    sequences = read_fasta(args.verify_fasta) if args.verify_fasta else None
+    result = convert_checkpoint(
+        args.checkpoint,
+        args.output,
+        kind=args.kind,
+        dtype=args.dtype,
+        verify=args.verify,
+        verify_sequences=sequences,
+        overwrite=args.overwrite,
+        model_id=args.push_to_hub,
+        base_model=args.base_model,
+        config_overrides=overrides,
+        log=_say,
+    )
+    print(
+        f"Wrote {result.output_dir} ({result.kind}, {args.dtype}, {_format_size(result.size_bytes)}) "
+        f"in {result.seconds:.1f} s"
+    )
+    if args.push_to_hub:
+        _say(f"Uploading {result.output_dir} to {args.push_to_hub}")
+        url = push_folder_to_hub(
+            result.output_dir,
+            args.push_to_hub,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+        )
+        print(f"Published: {url}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_folder_to_hub
+
+    if not (args.folder / "config.json").is_file():
+        raise FileNotFoundError(f"{args.folder} has no config.json; is it a converted folder?")
+    url = push_folder_to_hub(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(f"Published: {url}")
+    return 0
+
+
+def _add_publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo as private (if it does not exist)"
+    )
+    parser.add_argument("--revision", help="branch to upload to (created if needed; default: main)")
+    parser.add_argument("--commit-message", help="commit message of the upload")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .conversion import DEFAULT_OUTPUT_NAMES, DTYPES
+    from .original_checkpoint import KINDS
+
+    parser = argparse.ArgumentParser(
+        prog="rnafm-hf", description="RNA-FM and mRNA-FM for Hugging Face transformers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert an original .pth file into a transformers folder",
+        description="Convert an original RNA-FM, mRNA-FM or secondary-structure .pth file into a folder that "
+        "transformers' Auto classes load (also without rnafm-hf, with trust_remote_code=True), verify it against "
+        "the original fm code and optionally publish it on the Hub.",
+    )
+    convert.add_argument("checkpoint", help="local .pth file or hf://OWNER/REPO[@REVISION]/FILE")
+    convert.add_argument(
+        "-o",
+        "--output",
+        help="output folder (default by kind: " + ", ".join(DEFAULT_OUTPUT_NAMES.values()) + ")",
+    )
+    convert.add_argument(
+        "--kind", choices=KINDS, help="skip detection from the contents and read the file as this"
+    )
+    convert.add_argument(
+        "--dtype", choices=list(DTYPES), default="float32", help="weight dtype (default float32)"
+    )
+    convert.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compare with the original fm code (default: when fm is installed; --verify requires it)",
+    )
+    convert.add_argument(
+        "--verify-fasta",
+        help="FASTA file of sequences to verify on (default: the original README's examples)",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    convert.add_argument(
+        "--num-attention-heads",
+        type=int,
+        help="head count for bare state dicts, which do not store it (default 20, as all released models)",
+    )
+    convert.add_argument(
+        "--token-dropout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="token-dropout scaling for bare state dicts, which do not store it (default on)",
+    )
+    convert.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this Hub model repo")
+    convert.add_argument(
+        "--base-model", default="cuhkaih/rnafm", help="base_model in the secondary-structure model card"
+    )
+    _add_publish_options(convert)
+    convert.set_defaults(handler=_convert)
+
+    push = commands.add_parser(
+        "push",
+        help="upload a converted folder to the Hub",
+        description="Upload a converted folder to the Hub.",
+    )
+    push.add_argument("folder", type=Path)
+    push.add_argument("repo_id")
+    _add_publish_options(push)
+    push.set_defaults(handler=_push)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .hub import PublishError
+    from .verification import ParityError
+
+    try:
+        return args.handler(args)
+    except ParityError as error:
+        if error.report is not None:
+            _say(error.report.to_text())
+        _say(f"rnafm-hf {args.command}: verification failed: {error}")
+        return EXIT_FAILED_CHECK
+    except PublishError as error:
+        _say(f"rnafm-hf {args.command}: {error}")
+        return EXIT_FAILED_CHECK
+    except (ValueError, ImportError, FileNotFoundError, FileExistsError) as error:
+        _say(f"rnafm-hf {args.command}: error: {error}")
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

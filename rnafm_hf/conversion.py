@@ -1,0 +1,185 @@
+"""
+Convert an original RNA-FM / mRNA-FM / secondary-structure `.pth` file into a folder that the transformers Auto
+classes load, with or without rnafm-hf installed (`trust_remote_code=True`).
+
+The command-line doors are `rnafm-hf convert` and `conversion/convert_original_to_hf.py`; both call
+`convert_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .hub import resolve_checkpoint
+from .model_card import DEFAULT_BASE_MODEL, render_model_card
+from .original_checkpoint import CONTACT_REGRESSION_KEYS, OriginalCheckpoint, build_model, read_original
+from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
+from .verification import ParityError, ParityReport, fm_is_available, verify_folder
+
+DEFAULT_OUTPUT_NAMES = {"rna-fm": "rna-fm", "mrna-fm": "mrna-fm", "rna-fm-ss": "rna-fm-ss"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The modules a folder needs for trust_remote_code; modeling imports configuration relatively.
+REMOTE_CODE_FILES = ("configuration_rnafm.py", "modeling_rnafm.py", "tokenization_rnafm.py")
+CONFIG_AUTO_MAP = {
+    "AutoConfig": "configuration_rnafm.RnaFmConfig",
+    "AutoModel": "modeling_rnafm.RnaFmModel",
+    "AutoModelForMaskedLM": "modeling_rnafm.RnaFmForMaskedLM",
+}
+
+
+@dataclass
+class ConversionResult:
+    output_dir: Path
+    kind: str
+    report: ParityReport | None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.output_dir.rglob("*") if f.is_file())
+
+
+def _log_nothing(message: str) -> None:
+    pass
+
+
+def write_hf_folder(original: OriginalCheckpoint, folder: Path, dtype: torch.dtype) -> None:
+    """Model weights (safetensors, the tied embedding stored once), config with `auto_map`, tokenizer and the
+    Python files that `trust_remote_code=True` imports."""
+    model = build_model(original).to(dtype)
+    model.config.auto_map = dict(CONFIG_AUTO_MAP)
+    # Weights the masked-LM class has no place for (the contact regression) are saved too: every head class
+    # loads what it needs from the one file.
+    extra = {k: v.to(dtype) for k, v in original.state_dict.items() if k in CONTACT_REGRESSION_KEYS}
+    model.save_pretrained(folder, state_dict=model.state_dict() | extra if extra else None)
+    tokenizer = RnaFmCodonTokenizer() if original.kind == "mrna-fm" else RnaFmTokenizer()
+    tokenizer.init_kwargs["auto_map"] = {
+        "AutoTokenizer": [None, f"tokenization_rnafm.{type(tokenizer).__name__}"]
+    }
+    tokenizer.save_pretrained(folder)
+    package = Path(__file__).parent
+    for name in REMOTE_CODE_FILES:
+        shutil.copyfile(package / name, folder / name)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _prepare_output(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already exists and is not empty; choose another --output or pass --overwrite to replace it."
+        )
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    kind: str | None = None,
+    dtype: str = "float32",
+    verify: bool | None = None,
+    verify_sequences: Sequence[tuple[str, str]] | None = None,
+    overwrite: bool = False,
+    model_id: str | None = None,
+    base_model: str = DEFAULT_BASE_MODEL,
+    config_overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = _log_nothing,
+) -> ConversionResult:
+    """
+    Convert an original checkpoint (local path or `hf://OWNER/REPO/FILE`) into a Hub-ready folder.
+
+    The kind (RNA-FM, mRNA-FM, secondary structure) is read from the contents; `kind` overrides it. The output
+    defaults to `rna-fm`, `mrna-fm` or `rna-fm-ss` in the working directory. Everything is written to a hidden
+    sibling folder first and moved into place only when complete (and verified), so a failure leaves no partial
+    output. `verify=None` verifies when `fm` is importable, `True` requires it, `False` skips it; a float32
+    folder that differs from `fm` by more than 1e-5 raises `ParityError`. `model_id` is the name used in the model
+    card's code (default: the folder's name; give the Hub repo id when publishing).
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf.conversion import convert_checkpoint
+    >>> result = convert_checkpoint("RNA-FM_pretrained.pth")  # doctest: +SKIP
+    >>> print(result.report.to_text())  # doctest: +SKIP
+
+    ```
+    """
+    started = time.perf_counter()
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    if output_dir is not None:
+        _prepare_output(Path(output_dir), overwrite)
+    if verify and not fm_is_available():
+        raise ImportError("Verification was requested but `fm` is not installed: pip install rna-fm==0.2.2")
+    path = resolve_checkpoint(checkpoint)
+    log(f"Reading {path}")
+    original = read_original(path, kind=kind, **(config_overrides or {}))
+    config = original.config
+    log(
+        f"Found {original.kind}: {config.num_hidden_layers} layers, width {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, vocabulary {config.vocab_size}"
+        + (" (kind given)" if kind else " (detected from the contents)")
+    )
+    notes = []
+    if original.kind == "rna-fm-ss":
+        notes.append(
+            f"The secondary-structure head ({len(original.head_state_dict)} tensors under downstream_modules.) was "
+            "left out: this version converts the RNA-FM backbone only."
+        )
+    output_dir = Path(output_dir or DEFAULT_OUTPUT_NAMES[original.kind])
+    _prepare_output(output_dir, overwrite)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        write_hf_folder(original, staging, DTYPES[dtype])
+        original.state_dict = {}  # the model built from it is gone; let the mapped file go too
+        report, reason = None, None
+        if verify is False:
+            reason = "verification skipped with --no-verify"
+        elif not fm_is_available():
+            reason = "the original `fm` package was not installed"
+        else:
+            log("Verifying against fm")
+            report = verify_folder(staging, path, original, verify_sequences, dtype=dtype)
+            log(report.to_text())
+            if not report.passed:
+                raise ParityError(
+                    f"The converted model differs from fm by {report.worst:.2e} (> {report.tolerance:.0e}); "
+                    "no folder was written.",
+                    report,
+                )
+        card = render_model_card(
+            original.kind,
+            model_id or output_dir.name,
+            report=report,
+            source=f"`{Path(str(checkpoint)).name}` (sha256 `{sha256_of(path)}`)",
+            not_verified_reason=reason,
+            base_model=base_model,
+        )
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        if output_dir.exists():
+            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for note in notes:
+        log(f"Note: {note}")
+    return ConversionResult(output_dir, original.kind, report, notes, time.perf_counter() - started)

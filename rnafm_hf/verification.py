@@ -1,0 +1,243 @@
+"""Check a converted folder against the original `fm` code on the same weights and real sequences."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .original_checkpoint import (
+    BACKBONE_PREFIX,
+    HEAD_PREFIX,
+    OriginalCheckpoint,
+    _split_checkpoint,
+    load_original_file,
+)
+
+TOLERANCE = 1e-5
+BATCH_SIZE = 8
+# The original README's example input (PDB chains), the same records as ../shared/data/example.fasta.
+EXAMPLE_SEQUENCES = [
+    (
+        "3ktw_C",
+        "AGAUAGUCGUGGGUUCCCUUUCUGGAGGGAGAGGGAAUUCCACGUUGACCGGGGGAACCGGCCAGGCCCGGAAGGGAGCAACCGUGCCCGGCUAUC",
+    ),
+    ("2der_D", "CCCCUUCGUCUAGAGGCCCAGGACACCGCCCUUUCACGGCGGUAACAGGGGUUCGAAUCCCCUAGGGGACGG"),
+    ("1p6v_B", "GAUUCGACGGGGACUUCGGUCCUCGGACGCGGGUUCGAUUCCCGC"),
+]
+
+
+class ParityError(RuntimeError):
+    """The converted folder does not reproduce the original model within the tolerance."""
+
+    def __init__(self, message: str, report: ParityReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+def fm_is_available() -> bool:
+    """Whether the original implementation (`pip install rna-fm`, import `fm`) can be imported."""
+    try:
+        import fm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for distribution in ("rnafm-hf", "transformers", "torch", "rna-fm"):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = "not installed"
+    return versions
+
+
+@dataclass
+class ParityReport:
+    """Max abs differences between the converted folder and `fm`, per hidden layer and for the MLM logits."""
+
+    eager: dict[str, float]
+    """Our eager attention path (the exact math); the tolerance applies to it."""
+    sdpa: dict[str, float]
+    """Our default SDPA path, whose kernels sum in another order; reported, not enforced."""
+    sequences: list[tuple[str, int]]
+    dtype: str
+    tolerance: float = TOLERANCE
+    versions: dict[str, str] = field(default_factory=software_versions)
+    date: str = field(default_factory=lambda: datetime.date.today().isoformat())
+
+    @property
+    def worst(self) -> float:
+        return max(self.eager.values())
+
+    @property
+    def enforced(self) -> bool:
+        """The tolerance holds for float32 folders; reduced-precision weights are reported only."""
+        return self.dtype == "float32"
+
+    @property
+    def passed(self) -> bool:
+        return not self.enforced or self.worst <= self.tolerance
+
+    def rows(self) -> list[tuple[str, float, float]]:
+        return [(name, self.eager[name], self.sdpa[name]) for name in self.eager]
+
+    def to_text(self) -> str:
+        lines = [f"{'output':<10} {'eager':>10} {'sdpa':>10}"]
+        lines += [f"{name:<10} {eager:>10.2e} {sdpa:>10.2e}" for name, eager, sdpa in self.rows()]
+        if self.enforced:
+            verdict = "PASS" if self.passed else "FAIL"
+            lines.append(
+                f"{verdict}: max abs diff {self.worst:.2e} (tolerance {self.tolerance:.0e}, eager path)"
+            )
+        else:
+            lines.append(
+                f"max abs diff {self.worst:.2e} ({self.dtype} weights; the tolerance applies to float32)"
+            )
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        names = ", ".join(f"`{name}` ({length} nt)" for name, length in self.sequences)
+        table = ["| output | max abs diff, eager | max abs diff, SDPA |", "|---|---|---|"]
+        table += [f"| {name} | {eager:.2e} | {sdpa:.2e} |" for name, eager, sdpa in self.rows()]
+        versions = ", ".join(f"{name} {version}" for name, version in self.versions.items())
+        if self.enforced:
+            verdict = f"All within {self.tolerance:.0e} on the eager path." if self.passed else "FAILED."
+        else:
+            verdict = f"{self.dtype} weights: the differences are the rounding of the weights; not enforced."
+        return "\n".join(
+            [
+                f"Measured by the converter on {self.date}: this folder, loaded back through the Auto classes and run "
+                f"in float32 on the CPU, against the original `fm` code on the same weights, for {names}. "
+                "Differences are over the real tokens (`<cls>`, residues, `<eos>`) of each hidden layer "
+                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits. " + verdict,
+                "",
+                *table,
+                "",
+                f"Software: {versions}.",
+            ]
+        )
+
+
+def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint):
+    """The original `fm` model (and alphabet) for the file's backbone, built by `fm`'s own loader."""
+    import fm
+
+    args, state = _split_checkpoint(load_original_file(path))
+    if original.kind == "rna-fm-ss" or args is None:
+        # fm's loader needs training arguments; bare files (and the secondary-structure backbone) take ours.
+        config = original.config
+        args = argparse.Namespace(
+            arch="roberta_large",
+            layers=config.num_hidden_layers,
+            embed_dim=config.hidden_size,
+            ffn_embed_dim=config.intermediate_size,
+            attention_heads=config.num_attention_heads,
+            max_positions=config.max_position_embeddings - 2,
+            token_dropout=config.token_dropout,
+        )
+        state = {
+            k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if not k.startswith(HEAD_PREFIX)
+        }
+    else:
+        args = argparse.Namespace(**args)
+    theme = "rna-3mer" if original.kind == "mrna-fm" else "rna"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Regression weights not found")
+        model, alphabet = fm.pretrained.load_model_and_alphabet_core(
+            "rna-fm", {"args": args, "model": dict(state)}, None, theme
+        )
+    return model.eval(), alphabet
+
+
+def _verification_inputs(
+    sequences: Sequence[tuple[str, str]], k_mer: int, max_residues: int
+) -> list[tuple[str, str]]:
+    prepared = []
+    for name, sequence in sequences:
+        sequence = "".join(sequence.split()).upper().replace("T", "U")
+        sequence = sequence[: len(sequence) // k_mer * k_mer]  # whole codons for mRNA-FM
+        if not sequence:
+            raise ValueError(f"Verification sequence {name!r} is empty (or shorter than one codon).")
+        if len(sequence) // k_mer > max_residues:
+            raise ValueError(
+                f"Verification sequence {name!r} has {len(sequence) // k_mer} residues; the model takes at most "
+                f"{max_residues}. Choose shorter sequences for --verify-fasta."
+            )
+        prepared.append((name, sequence))
+    return prepared
+
+
+def _max_diffs(ours: Any, expected: Mapping[str, Any], mask: torch.Tensor) -> dict[str, float]:
+    def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+        return (a - b).abs()[mask].max().item()
+
+    diffs = {f"layer {i}": diff(h, expected["representations"][i]) for i, h in enumerate(ours.hidden_states)}
+    diffs["logits"] = diff(ours.logits, expected["logits"])
+    return diffs
+
+
+def verify_folder(
+    folder: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    original: OriginalCheckpoint,
+    sequences: Sequence[tuple[str, str]] | None = None,
+    dtype: str = "float32",
+) -> ParityReport:
+    """
+    Run `fm` on the original file and the converted folder (loaded back from disk through the Auto classes) on
+    the same sequences; return the max abs differences per hidden layer and for the logits.
+
+    The folder is run in float32 whatever `dtype` its weights are stored in (for the report). mRNA-FM sees each
+    sequence cut to whole codons. Raises `ParityError` if the two tokenisations differ.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    folder = Path(folder)
+    config = original.config
+    inputs = _verification_inputs(sequences or EXAMPLE_SEQUENCES, config.k_mer, config.max_tokens - 2)
+    reference, alphabet = original_fm_model(checkpoint_path, original)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForMaskedLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    converter = alphabet.get_batch_converter()
+    eager: dict[str, float] = {}
+    sdpa: dict[str, float] = {}
+    for start in range(0, len(inputs), BATCH_SIZE):
+        chunk = inputs[start : start + BATCH_SIZE]
+        batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
+        _, _, original_ids = converter(chunk)
+        if not torch.equal(batch["input_ids"], original_ids):
+            raise ParityError(f"Our tokenizer and fm's disagree on the token ids of {[n for n, _ in chunk]}.")
+        mask = batch["attention_mask"].bool()
+        with torch.inference_mode():
+            # need_head_weights=True keeps fm on its own attention math; its other path goes through torch's fused
+            # MHA, whose first call on a padded CPU batch was seen to vary by ~3e-4 between runs (torch 2.13).
+            expected = reference(
+                original_ids, repr_layers=list(range(reference.num_layers + 1)), need_head_weights=True
+            )
+            model.set_attn_implementation("eager")
+            found_eager = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
+            model.set_attn_implementation("sdpa")
+            found_sdpa = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
+        for found, total in ((found_eager, eager), (found_sdpa, sdpa)):
+            for name, value in found.items():
+                total[name] = max(total.get(name, 0.0), value)
+    return ParityReport(
+        eager=eager,
+        sdpa=sdpa,
+        sequences=[(name, len(sequence)) for name, sequence in inputs],
+        dtype=dtype,
+    )
