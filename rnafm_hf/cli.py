@@ -22,13 +22,14 @@ def _format_size(size: int) -> str:
 def _convert(args: argparse.Namespace) -> int:
     from .conversion import convert_checkpoint
     from .fasta import read_fasta
-    from .hub import push_folder_to_hub
 
     overrides = {}
     if args.num_attention_heads is not None:
         overrides["num_attention_heads"] = args.num_attention_heads
     if args.token_dropout is not None:
         overrides["token_dropout"] = args.token_dropout
+    if args.verify_fasta and args.verify is False:
+        raise ValueError("--verify-fasta names sequences to verify on, but --no-verify skips verification.")
     sequences = read_fasta(args.verify_fasta) if args.verify_fasta else None
     result = convert_checkpoint(
         args.checkpoint,
@@ -48,31 +49,26 @@ def _convert(args: argparse.Namespace) -> int:
         f"in {result.seconds:.1f} s"
     )
     if args.push_to_hub:
-        _say(f"Uploading {result.output_dir} to {args.push_to_hub}")
-        url = push_folder_to_hub(
-            result.output_dir,
-            args.push_to_hub,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-        )
-        print(f"Published: {url}")
+        _publish(result.output_dir, args.push_to_hub, args)
     return 0
 
 
-def _push(args: argparse.Namespace) -> int:
-    from .hub import push_folder_to_hub
+def _publish(folder: Path, repo_id: str, args: argparse.Namespace) -> None:
+    from .hub import point_card_at_repo, push_folder_to_hub
 
-    if not (args.folder / "config.json").is_file():
-        raise FileNotFoundError(f"{args.folder} has no config.json; is it a converted folder?")
+    if point_card_at_repo(folder, repo_id):
+        _say(f"The model card's code in {folder / 'README.md'} now loads {repo_id!r}.")
+    _say(f"Uploading {folder} to {repo_id}")
     url = push_folder_to_hub(
-        args.folder,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
+        folder, repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
     )
     print(f"Published: {url}")
+
+
+def _push(args: argparse.Namespace) -> int:
+    if not (args.folder / "config.json").is_file():
+        raise FileNotFoundError(f"{args.folder} has no config.json; is it a converted folder?")
+    _publish(args.folder, args.repo_id, args)
     return 0
 
 
@@ -169,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PublishError as error:
         _say(f"rnafm-hf {args.command}: {error}")
         return EXIT_FAILED_CHECK
-    except (ValueError, ImportError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, ImportError, OSError) as error:
         _say(f"rnafm-hf {args.command}: error: {error}")
         return EXIT_BAD_INPUT
 

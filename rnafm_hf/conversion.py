@@ -24,7 +24,7 @@ from .hub import resolve_checkpoint
 from .model_card import DEFAULT_BASE_MODEL, render_model_card
 from .original_checkpoint import CONTACT_REGRESSION_KEYS, OriginalCheckpoint, build_model, read_original
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
-from .verification import ParityError, ParityReport, fm_is_available, verify_folder
+from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
 DEFAULT_OUTPUT_NAMES = {"rna-fm": "rna-fm", "mrna-fm": "mrna-fm", "rna-fm-ss": "rna-fm-ss"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -39,6 +39,8 @@ CONFIG_AUTO_MAP = {
 
 @dataclass
 class ConversionResult:
+    """What `convert_checkpoint` wrote: the folder, the kind it found, the parity numbers and any notes."""
+
     output_dir: Path
     kind: str
     report: ParityReport | None
@@ -74,6 +76,7 @@ def write_hf_folder(original: OriginalCheckpoint, folder: Path, dtype: torch.dty
 
 
 def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, for the model card's record of the source."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(2**20):
@@ -81,11 +84,49 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_output(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+def check_output_folder(output_dir: Path, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """
+    Refuse an output that would clobber something the user keeps: an existing non-empty folder without
+    `--overwrite`; with it, anything but an earlier converted folder (one with a `config.json`), the working
+    directory or one of its parents, or a folder holding the checkpoint itself.
+    """
+    target = output_dir.resolve()
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+        raise FileExistsError(f"{output_dir} exists and is not a folder; choose another --output.")
+    if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+        raise FileExistsError(f"--output {output_dir} is the working folder or above it; name a new folder.")
+    if checkpoint is not None and target in checkpoint.resolve().parents:
+        raise FileExistsError(f"--output {output_dir} holds the checkpoint {checkpoint}; name a new folder.")
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(
             f"{output_dir} already exists and is not empty; choose another --output or pass --overwrite to replace it."
         )
+    if not (output_dir / "config.json").is_file():
+        raise FileExistsError(
+            f"{output_dir} is not a converted model folder (it has no config.json); --overwrite only replaces those."
+        )
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Swap the finished folder in; an earlier one is set aside first and deleted only once the new one is there."""
+    aside = None
+    if output_dir.exists():
+        aside = staging.with_name(staging.name + "-old")
+        os.replace(output_dir, aside)
+    os.replace(staging, output_dir)
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _first_missing_ancestor(path: Path) -> Path | None:
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def convert_checkpoint(
@@ -125,9 +166,9 @@ def convert_checkpoint(
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     if output_dir is not None:
-        _prepare_output(Path(output_dir), overwrite)
+        check_output_folder(Path(output_dir), overwrite)
     if verify and not fm_is_available():
-        raise ImportError("Verification was requested but `fm` is not installed: pip install rna-fm==0.2.2")
+        raise ImportError(f"Verification was requested but `fm` is not installed: {FM_INSTALL}")
     path = resolve_checkpoint(checkpoint)
     log(f"Reading {path}")
     original = read_original(path, kind=kind, **(config_overrides or {}))
@@ -137,16 +178,13 @@ def convert_checkpoint(
         f"{config.num_attention_heads} heads, vocabulary {config.vocab_size}"
         + (" (kind given)" if kind else " (detected from the contents)")
     )
-    notes = []
-    if original.kind == "rna-fm-ss":
-        notes.append(
-            f"The secondary-structure head ({len(original.head_state_dict)} tensors under downstream_modules.) was "
-            "left out: this version converts the RNA-FM backbone only."
-        )
+    for note in original.notes:
+        log(f"Note: {note}")
     output_dir = Path(output_dir or DEFAULT_OUTPUT_NAMES[original.kind])
-    _prepare_output(output_dir, overwrite)
+    check_output_folder(output_dir, overwrite, path)
+    created = _first_missing_ancestor(output_dir.parent)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = output_dir.parent / f".{output_dir.resolve().name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         write_hf_folder(original, staging, DTYPES[dtype])
@@ -155,10 +193,10 @@ def convert_checkpoint(
         if verify is False:
             reason = "verification skipped with --no-verify"
         elif not fm_is_available():
-            reason = "the original `fm` package was not installed"
+            reason = f"the original `fm` package was not installed ({FM_INSTALL})"
         else:
             log("Verifying against fm")
-            report = verify_folder(staging, path, original, verify_sequences, dtype=dtype)
+            report = verify_folder(staging, path, original, verify_sequences, dtype=dtype, log=log)
             log(report.to_text())
             if not report.passed:
                 raise ParityError(
@@ -166,20 +204,23 @@ def convert_checkpoint(
                     "no folder was written.",
                     report,
                 )
+        if reason is not None:
+            log(f"Not verified: {reason}.")
+        source = str(checkpoint) if str(checkpoint).startswith("hf://") else Path(checkpoint).name
         card = render_model_card(
             original.kind,
-            model_id or output_dir.name,
+            model_id or output_dir.resolve().name,
             report=report,
-            source=f"`{Path(str(checkpoint)).name}` (sha256 `{sha256_of(path)}`)",
+            source=f"`{source}` (sha256 `{sha256_of(path)}`)",
             not_verified_reason=reason,
             base_model=base_model,
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
-        os.replace(staging, output_dir)
+        _move_into_place(staging, output_dir)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for note in notes:
-        log(f"Note: {note}")
-    return ConversionResult(output_dir, original.kind, report, notes, time.perf_counter() - started)
+    return ConversionResult(output_dir, original.kind, report, original.notes, time.perf_counter() - started)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
+from urllib.parse import unquote
 
 HF_SCHEME = "hf://"
 
@@ -15,24 +17,28 @@ class PublishError(RuntimeError):
 
 def parse_hf_path(path: str) -> tuple[str, str, str | None]:
     """
-    `hf://OWNER/REPO[@REVISION]/FILE` -> `(repo_id, filename, revision)`.
+    `hf://OWNER/REPO[@REVISION]/FILE` (a model repo) -> `(repo_id, filename, revision)`. A revision with a `/` in
+    it is written URL-encoded (`refs%2Fpr%2F1`).
 
     ```python
     >>> parse_hf_path("hf://cuhkaih/rnafm/RNA-FM_pretrained.pth")
     ('cuhkaih/rnafm', 'RNA-FM_pretrained.pth', None)
-    >>> parse_hf_path("hf://cuhkaih/rnafm@v1/weights/RNA-FM_pretrained.pth")
-    ('cuhkaih/rnafm', 'weights/RNA-FM_pretrained.pth', 'v1')
+    >>> parse_hf_path("hf://cuhkaih/rnafm@refs%2Fpr%2F1/weights/RNA-FM_pretrained.pth")
+    ('cuhkaih/rnafm', 'weights/RNA-FM_pretrained.pth', 'refs/pr/1')
 
     ```
     """
+    form = "hf://OWNER/REPO/FILE or hf://OWNER/REPO@REVISION/FILE"
     parts = path.removeprefix(HF_SCHEME).split("/", 2)
-    if not path.startswith(HF_SCHEME) or len(parts) < 3 or not all(parts):
-        raise ValueError(
-            f"{path!r} is not of the form hf://OWNER/REPO/FILE (optionally hf://OWNER/REPO@REVISION/FILE)."
-        )
+    if not path.startswith(HF_SCHEME) or len(parts) < 3 or not all(parts) or parts[2].endswith("/"):
+        raise ValueError(f"{path!r} is not of the form {form}.")
     owner, repo, filename = parts
-    repo, _, revision = repo.partition("@")
-    return f"{owner}/{repo}", filename, revision or None
+    if owner in ("datasets", "spaces"):
+        raise ValueError(f"{path!r}: only model repos are read; the form is {form}.")
+    repo, at, revision = repo.partition("@")
+    if at and not revision:
+        raise ValueError(f"{path!r} has an empty revision after '@'; the form is {form}.")
+    return f"{owner}/{repo}", filename, unquote(revision) or None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -43,13 +49,14 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not str(path).startswith(HF_SCHEME):
         return Path(path)
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo_id, filename, revision = parse_hf_path(str(path))
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError) as error:
-        raise FileNotFoundError(f"Could not get {path}: {str(error).splitlines()[0]}") from error
+    except (LocalEntryNotFoundError, HfHubHTTPError) as error:
+        where = f"{filename} of the model repo {repo_id}" + (f" at revision {revision}" if revision else "")
+        raise FileNotFoundError(f"Could not get {path} ({where}): {str(error).splitlines()[0]}") from error
 
 
 def push_folder_to_hub(
@@ -92,3 +99,15 @@ def push_folder_to_hub(
             f"The local folder {folder} is complete and unchanged. Retry with: {shlex.join(retry)}"
         ) from error
     return str(getattr(commit, "commit_url", commit))
+
+
+def point_card_at_repo(folder: str | os.PathLike, repo_id: str) -> bool:
+    """Make the model card's `from_pretrained(...)` calls name `repo_id`; returns whether the card changed."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8")
+    updated = re.sub(r'from_pretrained\("[^"]*"', f'from_pretrained("{repo_id}"', text)
+    if updated != text:
+        card.write_text(updated, encoding="utf-8")
+    return updated != text

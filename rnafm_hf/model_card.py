@@ -23,13 +23,14 @@ def template_text(kind: str) -> str:
 
 
 def parity_section(report: ParityReport | None, reason: str | None = None) -> str:
+    """The card's Parity section: the measured table, or why there is none."""
     if report is not None:
         return report.to_markdown()
     return (
         "Not measured when this folder was written"
         + (f" ({reason})" if reason else "")
-        + ". Convert with the `fm` package installed (`pip install rna-fm`) to have the converter measure and record "
-        "the differences here."
+        + ". Convert with the original `fm` package installed to have the converter measure and record the "
+        "differences here."
     )
 
 

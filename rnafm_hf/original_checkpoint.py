@@ -68,6 +68,8 @@ class OriginalCheckpoint:
     """The secondary-structure head, with the `downstream_modules.` prefix removed (empty for other kinds)."""
     args: dict[str, Any] | None = None
     """The training arguments with fairseq's `encoder_` prefix removed; None for a bare state dict."""
+    notes: list[str] = field(default_factory=list)
+    """What was read differently from what the file holds, for the user to know."""
 
 
 def load_original_file(path: str | os.PathLike) -> Any:
@@ -128,13 +130,17 @@ def strip_fairseq_prefix(key: str) -> str:
 def _split_checkpoint(
     checkpoint: Mapping[str, Any],
 ) -> tuple[dict[str, Any] | None, Mapping[str, torch.Tensor]]:
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f"Not an original RNA-FM checkpoint: the file holds a {type(checkpoint).__name__}, not a dict with 'args' "
+            "and 'model' or a state dict."
+        )
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         args = checkpoint.get("args")
         args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
         # fairseq names: encoder_layers -> layers, encoder_embed_dim -> embed_dim, ...
-        return {
-            ("".join(k.split("encoder_")[1:]) if "encoder_" in k else k): v for k, v in args.items()
-        }, checkpoint["model"]
+        args = {("".join(k.split("encoder_")[1:]) if "encoder_" in k else k): v for k, v in args.items()}
+        return args or None, checkpoint["model"]
     if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         return None, checkpoint
     raise CheckpointError(
@@ -199,6 +205,18 @@ def _config_from(
         if clashes:
             raise CheckpointError(
                 "The checkpoint's arguments disagree with its weights: " + "; ".join(clashes)
+            )
+    if args is not None:
+        contradicted = [
+            f"{key}={value!r} (the file says {values[key]!r})"
+            for key, value in overrides.items()
+            if key in ("num_attention_heads", "token_dropout") and value != values[key]
+        ]
+        if contradicted:
+            raise CheckpointError(
+                "The checkpoint stores its training arguments, which these settings contradict: "
+                + ", ".join(contradicted)
+                + ". They are for bare state dicts only; leave them out."
             )
     values.update(overrides)
     if args is None and values["hidden_size"] % values["num_attention_heads"]:
@@ -266,6 +284,9 @@ def read_original(
         checkpoint = load_original_file(checkpoint)
     args, raw_state = _split_checkpoint(checkpoint)
     head_state: dict[str, torch.Tensor] = {}
+    backbone_only = any(k.startswith(BACKBONE_PREFIX) for k in raw_state) and not any(
+        k.startswith(HEAD_PREFIX) for k in raw_state
+    )
     if any(k.startswith(BACKBONE_PREFIX) for k in raw_state):
         head_state = {
             k.removeprefix(HEAD_PREFIX): v for k, v in raw_state.items() if k.startswith(HEAD_PREFIX)
@@ -279,15 +300,14 @@ def read_original(
     vocab_size = embedding.shape[0] if embedding is not None and embedding.ndim == 2 else None
     if kind is not None:
         _check_kind(kind, detected, bool(head_state), vocab_size)
-    elif vocab_size not in VOCABULARIES or "embed_positions.weight" not in state:
+    if vocab_size is not None and vocab_size not in VOCABULARIES:
+        raise CheckpointError(
+            f"The token embedding has {vocab_size} rows; RNA-FM has 25 (nucleotides) and mRNA-FM 73 (codons)."
+        )
+    if vocab_size is None or "embed_positions.weight" not in state or "layers.0.fc1.weight" not in state:
         # Not recognisably RNA-FM: list the differences against the RNA-FM layout of this depth.
         layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
-        reference = RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1)
-        expected = expected_original_keys(reference)
-        if vocab_size is not None and vocab_size not in VOCABULARIES:
-            raise CheckpointError(
-                f"The token embedding has {vocab_size} rows; RNA-FM has 25 (nucleotides) and mRNA-FM 73 (codons)."
-            )
+        expected = expected_original_keys(RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1))
         raise _mismatch(expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS), "RNA-FM")
     kind = kind or detected
     config = _config_from(args, state, config_overrides)
@@ -311,7 +331,24 @@ def read_original(
     embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
     embeddings[config.mask_token_id].zero_()  # as the original loader does, for token dropout
     converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
+    notes = []
+    if backbone_only:
+        notes.append(
+            f"The file holds a {BACKBONE_PREFIX}* model without a secondary-structure head ({HEAD_PREFIX}*); "
+            "it was read as plain RNA-FM."
+        )
+    elif head_state and kind != "rna-fm-ss":
+        notes.append(
+            f"--kind {kind}: the secondary-structure head ({len(head_state)} tensors under {HEAD_PREFIX}) was left "
+            "out; only the backbone was read."
+        )
+    elif head_state:
+        notes.append(
+            f"The secondary-structure head ({len(head_state)} tensors under {HEAD_PREFIX}) was left out: this "
+            "version converts the RNA-FM backbone only."
+        )
     return OriginalCheckpoint(
+        notes=notes,
         kind=kind,
         config=config,
         state_dict=converted,
@@ -393,16 +430,9 @@ def load_original_checkpoint(
     return build_model(read_original(checkpoint, **config_overrides), model_class)
 
 
-def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
-    """
-    The inverse of `read_original`: `{"args": Namespace, "model": state_dict}` in the layout of the released files
-    (`encoder.sentence_encoder.*` body, `encoder.lm_head.*` head), readable by the original `fm` loader.
-
-    Takes `RnaFmForMaskedLM` or `RnaFmForContactPrediction` (whose missing LM head is then left out, as fm cannot
-    load that); `torch.save` the result.
-    """
-    config = model.config
-    args = argparse.Namespace(
+def fairseq_args(config: RnaFmConfig) -> argparse.Namespace:
+    """The training arguments of the original files (fairseq names) that describe a model of this config."""
+    return argparse.Namespace(
         arch="roberta_large",
         encoder_layers=config.num_hidden_layers,
         encoder_embed_dim=config.hidden_size,
@@ -413,6 +443,16 @@ def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
         dropout=config.hidden_dropout_prob,
         attention_dropout=config.attention_probs_dropout_prob,
     )
+
+
+def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
+    """
+    The inverse of `read_original`: `{"args": Namespace, "model": state_dict}` in the layout of the released files
+    (`encoder.sentence_encoder.*` body, `encoder.lm_head.*` head), readable by the original `fm` loader.
+
+    Takes `RnaFmForMaskedLM` or `RnaFmForContactPrediction` (whose missing LM head is then left out, as fm cannot
+    load that); `torch.save` the result.
+    """
     renames = [
         (r"rnafm\.embeddings\.word_embeddings\.", "embed_tokens."),
         (r"rnafm\.embeddings\.position_embeddings\.", "embed_positions."),
@@ -429,7 +469,7 @@ def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
         state[("encoder." if head else "encoder.sentence_encoder.") + key] = tensor.detach().clone()
     if "encoder.lm_head.bias" in state:
         state["encoder.lm_head.weight"] = state["encoder.sentence_encoder.embed_tokens.weight"]
-    return {"args": args, "model": state}
+    return {"args": fairseq_args(model.config), "model": state}
 
 
 __all__ = [

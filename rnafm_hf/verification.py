@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,10 +19,12 @@ from .original_checkpoint import (
     HEAD_PREFIX,
     OriginalCheckpoint,
     _split_checkpoint,
+    fairseq_args,
     load_original_file,
 )
 
 TOLERANCE = 1e-5
+FM_INSTALL = "pip install rna-fm==0.2.2"
 BATCH_SIZE = 8
 # The original README's example input (PDB chains), the same records as ../shared/data/example.fasta.
 EXAMPLE_SEQUENCES = [
@@ -45,7 +46,7 @@ class ParityError(RuntimeError):
 
 
 def fm_is_available() -> bool:
-    """Whether the original implementation (`pip install rna-fm`, import `fm`) can be imported."""
+    """Whether the original implementation (`pip install rna-fm==0.2.2`, import `fm`) can be imported."""
     try:
         import fm  # noqa: F401
     except ImportError:
@@ -54,6 +55,7 @@ def fm_is_available() -> bool:
 
 
 def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages a parity measurement depends on."""
     versions = {"python": platform.python_version()}
     for distribution in ("rnafm-hf", "transformers", "torch", "rna-fm"):
         try:
@@ -73,6 +75,9 @@ class ParityReport:
     """Our default SDPA path, whose kernels sum in another order; reported, not enforced."""
     sequences: list[tuple[str, int]]
     dtype: str
+    inferred_settings: bool = False
+    """True when the file stores no training arguments, so fm was built with the converter's head count and
+    token-dropout setting: the check then covers the weights and their mapping, not those two settings."""
     tolerance: float = TOLERANCE
     versions: dict[str, str] = field(default_factory=software_versions)
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
@@ -112,6 +117,12 @@ class ParityReport:
         table = ["| output | max abs diff, eager | max abs diff, SDPA |", "|---|---|---|"]
         table += [f"| {name} | {eager:.2e} | {sdpa:.2e} |" for name, eager, sdpa in self.rows()]
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items())
+        inferred = (
+            " The file stores no training arguments, so `fm` was built with the head count and token-dropout "
+            "setting the converter inferred; this checks the weights and their mapping, not those two settings."
+            if self.inferred_settings
+            else ""
+        )
         if self.enforced:
             verdict = f"All within {self.tolerance:.0e} on the eager path." if self.passed else "FAILED."
         else:
@@ -121,7 +132,9 @@ class ParityReport:
                 f"Measured by the converter on {self.date}: this folder, loaded back through the Auto classes and run "
                 f"in float32 on the CPU, against the original `fm` code on the same weights, for {names}. "
                 "Differences are over the real tokens (`<cls>`, residues, `<eos>`) of each hidden layer "
-                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits. " + verdict,
+                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits. "
+                + verdict
+                + inferred,
                 "",
                 *table,
                 "",
@@ -130,44 +143,38 @@ class ParityReport:
         )
 
 
-def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint):
+def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> tuple[torch.nn.Module, Any]:
     """The original `fm` model (and alphabet) for the file's backbone, built by `fm`'s own loader."""
     import fm
 
-    args, state = _split_checkpoint(load_original_file(path))
-    if original.kind == "rna-fm-ss" or args is None:
-        # fm's loader needs training arguments; bare files (and the secondary-structure backbone) take ours.
-        config = original.config
-        args = argparse.Namespace(
-            arch="roberta_large",
-            layers=config.num_hidden_layers,
-            embed_dim=config.hidden_size,
-            ffn_embed_dim=config.intermediate_size,
-            attention_heads=config.num_attention_heads,
-            max_positions=config.max_position_embeddings - 2,
-            token_dropout=config.token_dropout,
-        )
+    checkpoint = load_original_file(path)
+    if original.args is None:
+        # fm's loader needs training arguments; bare files (the secondary-structure ones too) take ours.
+        _, state = _split_checkpoint(checkpoint)
         state = {
             k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if not k.startswith(HEAD_PREFIX)
         }
-    else:
-        args = argparse.Namespace(**args)
+        checkpoint = {"args": fairseq_args(original.config), "model": state}
     theme = "rna-3mer" if original.kind == "mrna-fm" else "rna"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Regression weights not found")
-        model, alphabet = fm.pretrained.load_model_and_alphabet_core(
-            "rna-fm", {"args": args, "model": dict(state)}, None, theme
-        )
+        model, alphabet = fm.pretrained.load_model_and_alphabet_core("rna-fm", dict(checkpoint), None, theme)
     return model.eval(), alphabet
 
 
 def _verification_inputs(
-    sequences: Sequence[tuple[str, str]], k_mer: int, max_residues: int
+    sequences: Sequence[tuple[str, str]], k_mer: int, max_residues: int, log: Callable[[str], None]
 ) -> list[tuple[str, str]]:
+    if not sequences:
+        raise ValueError("No sequences to verify on: the verification FASTA file holds no records.")
     prepared = []
     for name, sequence in sequences:
         sequence = "".join(sequence.split()).upper().replace("T", "U")
-        sequence = sequence[: len(sequence) // k_mer * k_mer]  # whole codons for mRNA-FM
+        if len(sequence) % k_mer:
+            log(
+                f"Verifying {name!r} on its first {len(sequence) // k_mer} whole codons ({len(sequence)} nt given)."
+            )
+            sequence = sequence[: len(sequence) // k_mer * k_mer]
         if not sequence:
             raise ValueError(f"Verification sequence {name!r} is empty (or shorter than one codon).")
         if len(sequence) // k_mer > max_residues:
@@ -194,6 +201,7 @@ def verify_folder(
     original: OriginalCheckpoint,
     sequences: Sequence[tuple[str, str]] | None = None,
     dtype: str = "float32",
+    log: Callable[[str], None] = print,
 ) -> ParityReport:
     """
     Run `fm` on the original file and the converted folder (loaded back from disk through the Auto classes) on
@@ -206,7 +214,8 @@ def verify_folder(
 
     folder = Path(folder)
     config = original.config
-    inputs = _verification_inputs(sequences or EXAMPLE_SEQUENCES, config.k_mer, config.max_tokens - 2)
+    sequences = EXAMPLE_SEQUENCES if sequences is None else sequences
+    inputs = _verification_inputs(sequences, config.k_mer, config.max_tokens - 2, log)
     reference, alphabet = original_fm_model(checkpoint_path, original)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForMaskedLM.from_pretrained(
@@ -240,4 +249,5 @@ def verify_folder(
         sdpa=sdpa,
         sequences=[(name, len(sequence)) for name, sequence in inputs],
         dtype=dtype,
+        inferred_settings=original.args is None,
     )

@@ -138,12 +138,12 @@ def load_with_fm(path: Path, theme: str = "rna"):
     return model.eval(), alphabet
 
 
-def put_in_hub_cache(cache: Path, repo_id: str, filename: str, source: Path) -> None:
-    """Lay out `source` as `hf_hub_download` leaves a download: a snapshot per commit and refs/main."""
+def put_in_hub_cache(cache: Path, repo_id: str, filename: str, source: Path, revision: str = "main") -> None:
+    """Lay out `source` as `hf_hub_download` leaves a download: a snapshot per commit and refs/<revision>."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
+    (repo / "refs" / revision).write_text(commit)
     snapshot = repo / "snapshots" / commit / filename
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     snapshot.write_bytes(source.read_bytes())

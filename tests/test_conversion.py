@@ -228,16 +228,88 @@ def test_wrong_files_fail_clearly_without_output(tmp_path, capsys):
     assert not (tmp_path / "out").exists() and no_partial_output(tmp_path)
 
 
-def test_existing_output_needs_overwrite(tmp_path, capsys):
+def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp_path, monkeypatch, capsys):
     path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert convert(path, "-o", tmp_path / "out", "--no-verify") == 0
     assert convert(path, "-o", tmp_path / "out", "--no-verify") == 2
-    assert "already exists" in capsys.readouterr().err
-    assert (tmp_path / "out" / "keep.txt").exists()
+    assert "already exists and is not empty" in capsys.readouterr().err
+    (tmp_path / "out" / "stale.txt").write_text("from an earlier run")
     assert convert(path, "-o", tmp_path / "out", "--no-verify", "--overwrite") == 0
-    assert "keep.txt" not in folder_files(tmp_path / "out")
+    assert "stale.txt" not in folder_files(tmp_path / "out") and no_partial_output(tmp_path)
     assert "verification skipped with --no-verify" in (tmp_path / "out" / "README.md").read_text()
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "afile").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    refusals = {
+        "mine": "is not a converted model folder",
+        "afile": "exists and is not a folder",
+        ".": "is the working folder or above it",
+        "..": "is the working folder or above it",
+    }
+    for output, message in refusals.items():
+        assert convert(path, "-o", output, "--no-verify", "--overwrite") == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "sub").mkdir()
+    inner = write_original_checkpoint(tmp_path / "sub" / "RNA-FM_y.pth")
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    assert convert(inner, "-o", "sub", "--no-verify", "--overwrite") == 2
+    assert "holds the checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").exists() and (tmp_path / "afile").exists() and inner.exists()
+
+
+def test_failure_removes_the_folders_it_created(tmp_path, capsys):
+    path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
+    (tmp_path / "empty.fasta").write_text("")
+    assert (
+        convert(path, "-o", tmp_path / "new" / "deeper" / "out", "--verify-fasta", tmp_path / "empty.fasta")
+        == 2
+    )
+    assert "holds no records" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_without_fm_the_folder_is_written_unverified_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fm", None)  # as if the original package were not installed
+    path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
+    assert convert(path, "-o", tmp_path / "out") == 0
+    assert "Not verified: the original `fm` package was not installed" in capsys.readouterr().err
+    assert "Not measured when this folder was written" in (tmp_path / "out" / "README.md").read_text()
+    assert convert(path, "-o", tmp_path / "again", "--verify") == 2
+    assert "Verification was requested but `fm` is not installed" in capsys.readouterr().err
+
+
+def test_contradictory_and_pointless_options_are_refused(tmp_path, capsys):
+    path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth", token_dropout=True)
+    assert convert(path, "-o", tmp_path / "out", "--no-token-dropout") == 2
+    assert "token_dropout=False (the file says True)" in capsys.readouterr().err
+    (tmp_path / "v.fasta").write_text(SHORT_FASTA)
+    assert convert(path, "-o", tmp_path / "out", "--no-verify", "--verify-fasta", tmp_path / "v.fasta") == 2
+    assert "--no-verify skips verification" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_codon_verification_says_when_it_trims(tmp_path, capsys):
+    path = write_original_checkpoint(tmp_path / "m.pth", theme="rna-3mer", emb_layer_norm_before=False)
+    (tmp_path / "v.fasta").write_text(">eleven\nAUGGCCAAAUA\n")
+    assert convert(path, "-o", tmp_path / "out", "--verify-fasta", tmp_path / "v.fasta") == 0
+    assert "Verifying 'eleven' on its first 3 whole codons (11 nt given)." in capsys.readouterr().err
+
+
+def test_odd_files_get_clear_messages(tmp_path, capsys):
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    assert convert(tmp_path / "list.pth", "-o", tmp_path / "out") == 2
+    assert "the file holds a list" in capsys.readouterr().err
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "stranger.pth")
+    assert convert(tmp_path / "stranger.pth", "--kind", "rna-fm", "-o", tmp_path / "out") == 2
+    assert "Unexpected keys (1): ['conv.weight']" in capsys.readouterr().err
+    raw = torch.load(write_secondary_structure_checkpoint(tmp_path / "ss.pth"), weights_only=True)
+    torch.save({k: v for k, v in raw.items() if k.startswith("backbone.")}, tmp_path / "backbone.pth")
+    assert convert(tmp_path / "backbone.pth", "-o", tmp_path / "out") == 0
+    assert "without a secondary-structure head (downstream_modules.*); it was read as plain RNA-FM" in (
+        capsys.readouterr().err
+    )
 
 
 class FakeHub:
@@ -317,6 +389,17 @@ def test_failed_upload_keeps_the_folder_and_says_how_to_retry(tmp_path, fake_hub
     assert main(["push", str(tmp_path / "rna-fm"), "me/rna-fm"]) == 0
 
 
+def test_push_points_the_card_at_the_repo(tmp_path, fake_hub, capsys):
+    path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
+    assert convert(path, "-o", tmp_path / "rna-fm", "--no-verify") == 0
+    card = tmp_path / "rna-fm" / "README.md"
+    assert 'from_pretrained("rna-fm", trust_remote_code=True)' in card.read_text()
+    assert main(["push", str(tmp_path / "rna-fm"), "me/rna-fm-v2"]) == 0
+    assert "now loads 'me/rna-fm-v2'" in capsys.readouterr().err
+    assert 'from_pretrained("me/rna-fm-v2", trust_remote_code=True)' in card.read_text()
+    assert 'from_pretrained("rna-fm"' not in card.read_text()
+
+
 def test_hf_path_is_resolved_from_the_offline_cache_by_the_console_command(tmp_path):
     source = write_original_checkpoint(tmp_path / "src.pth")
     put_in_hub_cache(tmp_path / "cache", "cuhkaih/rnafm", "RNA-FM_pretrained.pth", source)
@@ -330,6 +413,24 @@ def test_hf_path_is_resolved_from_the_offline_cache_by_the_console_command(tmp_p
         text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "Could not get hf://cuhkaih/rnafm/absent.pth" in missing.stderr
+
+
+def test_hf_path_revision_and_form(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from rnafm_hf.hub import parse_hf_path, resolve_checkpoint
+
+    source = write_original_checkpoint(tmp_path / "src.pth")
+    put_in_hub_cache(tmp_path / "cache", "cuhkaih/rnafm", "w/RNA-FM_pretrained.pth", source, revision="v1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    resolved = resolve_checkpoint("hf://cuhkaih/rnafm@v1/w/RNA-FM_pretrained.pth")
+    assert resolved.read_bytes() == source.read_bytes()
+    with pytest.raises(FileNotFoundError, match="at revision v2"):
+        resolve_checkpoint("hf://cuhkaih/rnafm@v2/w/RNA-FM_pretrained.pth")
+    for bad in ("hf://cuhkaih/rnafm", "hf://datasets/o/r/f.pth", "hf://o/r@/f.pth", "hf://o/r/dir/"):
+        with pytest.raises(ValueError, match="hf://OWNER/REPO/FILE"):
+            parse_hf_path(bad)
 
 
 def test_conversion_script_is_the_same_program(tmp_path):
@@ -386,10 +487,12 @@ def run_without_package(tmp_path: Path, script: str, *args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("kind", ["rna-fm", "mrna-fm"])
+@pytest.mark.parametrize("kind", ["rna-fm", "mrna-fm", "rna-fm-ss"])
 def test_folder_loads_without_the_package_and_its_card_code_runs(tmp_path, kind):
     if kind == "rna-fm":
         path, sequences = write_original_checkpoint(tmp_path / "x.pth"), ["ACGUAGGCU", "GGGAAAUCC<mask>C"]
+    elif kind == "rna-fm-ss":
+        path, sequences = write_secondary_structure_checkpoint(tmp_path / "x.pth"), ["ACGUAGGCU", "GGGAAAUC"]
     else:
         path = write_original_checkpoint(tmp_path / "x.pth", theme="rna-3mer", emb_layer_norm_before=False)
         sequences = ["AUGGCCUAA", "AUGAAA<mask>GGGUUU"]
@@ -407,8 +510,8 @@ def test_folder_loads_without_the_package_and_its_card_code_runs(tmp_path, kind)
     card_code = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
     assert len(card_code) == 1 and f'from_pretrained("{kind}", trust_remote_code=True)' in card_code[0]
     output = run_without_package(tmp_path, "import sys\nsys.modules['rnafm_hf'] = None\n" + card_code[0])
-    expected_shapes = "[(56, 32), (22, 32)]" if kind == "rna-fm" else "[(9, 32), (4, 32)]"
-    assert output.strip() == expected_shapes
+    expected = {"rna-fm": "[(56, 32), (22, 32)]", "mrna-fm": "[(9, 32), (4, 32)]", "rna-fm-ss": "(56, 40)"}
+    assert output.strip() == expected[kind]
 
 
 @pytest.mark.parametrize("kind", ["rna-fm", "mrna-fm", "rna-fm-ss"])
