@@ -224,26 +224,17 @@ def verify_folder(
     converter = alphabet.get_batch_converter()
     eager: dict[str, float] = {}
     sdpa: dict[str, float] = {}
-    for start in range(0, len(inputs), BATCH_SIZE):
-        chunk = inputs[start : start + BATCH_SIZE]
-        batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
-        _, _, original_ids = converter(chunk)
-        if not torch.equal(batch["input_ids"], original_ids):
-            raise ParityError(f"Our tokenizer and fm's disagree on the token ids of {[n for n, _ in chunk]}.")
-        mask = batch["attention_mask"].bool()
-        with torch.inference_mode():
-            # need_head_weights=True keeps fm on its own attention math; its other path goes through torch's fused
-            # MHA, whose first call on a padded CPU batch was seen to vary by ~3e-4 between runs (torch 2.13).
-            expected = reference(
-                original_ids, repr_layers=list(range(reference.num_layers + 1)), need_head_weights=True
+    # Single-threaded: with torch 2.13 on a 2-thread CPU, the first pass of a batch shape came out ~2e-4 off in
+    # about one process in eight, in fm and in our model alike; one thread never did.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, len(inputs), BATCH_SIZE):
+            _compare_batch(
+                inputs[start : start + BATCH_SIZE], tokenizer, model, reference, converter, eager, sdpa
             )
-            model.set_attn_implementation("eager")
-            found_eager = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
-            model.set_attn_implementation("sdpa")
-            found_sdpa = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
-        for found, total in ((found_eager, eager), (found_sdpa, sdpa)):
-            for name, value in found.items():
-                total[name] = max(total.get(name, 0.0), value)
+    finally:
+        torch.set_num_threads(threads)
     return ParityReport(
         eager=eager,
         sdpa=sdpa,
@@ -251,3 +242,32 @@ def verify_folder(
         dtype=dtype,
         inferred_settings=original.args is None,
     )
+
+
+def _compare_batch(
+    chunk: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    model: Any,
+    reference: torch.nn.Module,
+    converter: Any,
+    eager: dict[str, float],
+    sdpa: dict[str, float],
+) -> None:
+    """Max abs differences of one batch, folded into `eager` and `sdpa` (running maxima per output)."""
+    batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
+    _, _, original_ids = converter(chunk)
+    if not torch.equal(batch["input_ids"], original_ids):
+        raise ParityError(f"Our tokenizer and fm's disagree on the token ids of {[n for n, _ in chunk]}.")
+    mask = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        # need_head_weights=True keeps fm on its own attention math rather than torch's fused MHA.
+        expected = reference(
+            original_ids, repr_layers=list(range(reference.num_layers + 1)), need_head_weights=True
+        )
+        model.set_attn_implementation("eager")
+        found_eager = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
+        model.set_attn_implementation("sdpa")
+        found_sdpa = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
+    for found, total in ((found_eager, eager), (found_sdpa, sdpa)):
+        for name, value in found.items():
+            total[name] = max(total.get(name, 0.0), value)
