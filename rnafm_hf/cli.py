@@ -82,6 +82,7 @@ def _add_publish_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .conversion import DEFAULT_OUTPUT_NAMES, DTYPES
+    from .model_card import DEFAULT_BASE_MODEL
     from .original_checkpoint import KINDS
 
     parser = argparse.ArgumentParser(
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this Hub model repo")
     convert.add_argument(
-        "--base-model", default="cuhkaih/rnafm", help="base_model in the secondary-structure model card"
+        "--base-model", default=DEFAULT_BASE_MODEL, help="base_model in the secondary-structure model card"
     )
     _add_publish_options(convert)
     convert.set_defaults(handler=_convert)

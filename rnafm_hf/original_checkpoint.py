@@ -149,13 +149,6 @@ def _split_checkpoint(
     )
 
 
-def _detect_kind(state: Mapping[str, torch.Tensor]) -> str | None:
-    if any(k.startswith(BACKBONE_PREFIX) for k in state) and any(k.startswith(HEAD_PREFIX) for k in state):
-        return "rna-fm-ss"
-    embedding = state.get("embed_tokens.weight")
-    return _KIND_OF_VOCABULARY.get(embedding.shape[0]) if embedding is not None else None
-
-
 def _config_from(
     args: dict[str, Any] | None, state: Mapping[str, torch.Tensor], overrides: dict
 ) -> RnaFmConfig:
@@ -295,9 +288,9 @@ def read_original(
             k.removeprefix(BACKBONE_PREFIX): v for k, v in raw_state.items() if not k.startswith(HEAD_PREFIX)
         }
     state = {strip_fairseq_prefix(k): v for k, v in raw_state.items()}
-    detected = "rna-fm-ss" if head_state else _detect_kind(state)
     embedding = state.get("embed_tokens.weight")
     vocab_size = embedding.shape[0] if embedding is not None and embedding.ndim == 2 else None
+    detected = "rna-fm-ss" if head_state else _KIND_OF_VOCABULARY.get(vocab_size)
     if kind is not None:
         _check_kind(kind, detected, bool(head_state), vocab_size)
     if vocab_size is not None and vocab_size not in VOCABULARIES:
