@@ -1,17 +1,18 @@
 #!/usr/bin/env python
 """
 Write a small RNA-FM checkpoint with RANDOM weights in the original file format (`{"args", "model"}`, fairseq key
-names), for trying the conversion and the rest of the package offline. Its outputs mean nothing.
+names; with --secondary-structure the bare state dict of RNA-FM-ResNet_PDB-All.pth, the ResNet head included), for
+trying the conversion and the rest of the package offline. Its outputs mean nothing.
 
-    python conversion/make_random_checkpoint.py RNA-FM_random.pth [--layers 2] [--mrna]
+    python conversion/make_random_checkpoint.py RNA-FM_random.pth [--layers 2] [--mrna | --secondary-structure]
 """
 
 import argparse
 
 import torch
 
-from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM
-from rnafm_hf.original_checkpoint import to_original_checkpoint
+from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmForSecondaryStructure
+from rnafm_hf.original_checkpoint import to_original_checkpoint, to_original_structure_checkpoint
 
 
 def main() -> None:
@@ -22,15 +23,26 @@ def main() -> None:
     parser.add_argument(
         "--layers", type=int, default=2, help="number of layers (the released models have 12)"
     )
-    parser.add_argument("--mrna", action="store_true", help="mRNA-FM layout (codon vocabulary, width 1280)")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--mrna", action="store_true", help="mRNA-FM layout (codon vocabulary, width 1280)")
+    kind.add_argument(
+        "--secondary-structure",
+        action="store_true",
+        help="secondary-structure layout (RNA-FM backbone + ResNet head, as RNA-FM-ResNet_PDB-All.pth)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     config = (RnaFmConfig.mrna_fm if args.mrna else RnaFmConfig.rna_fm)(num_hidden_layers=args.layers)
-    torch.save(to_original_checkpoint(RnaFmForMaskedLM(config)), args.path)
-    print(
-        f"Wrote {args.path}: {'mRNA-FM' if args.mrna else 'RNA-FM'} layout, {args.layers} layers, random weights"
-    )
+    model = RnaFmForMaskedLM(config)
+    if args.secondary_structure:
+        head = RnaFmForSecondaryStructure(config).ss_head
+        torch.save(to_original_structure_checkpoint(model, head), args.path)
+        layout = "RNA-FM-ResNet (secondary structure)"
+    else:
+        torch.save(to_original_checkpoint(model), args.path)
+        layout = "mRNA-FM" if args.mrna else "RNA-FM"
+    print(f"Wrote {args.path}: {layout} layout, {args.layers} layers, random weights")
 
 
 if __name__ == "__main__":

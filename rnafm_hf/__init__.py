@@ -17,6 +17,7 @@ from .modeling_rnafm import (
     RnaFmContactPredictionOutput,
     RnaFmForContactPrediction,
     RnaFmForMaskedLM,
+    RnaFmForSecondaryStructure,
     RnaFmModel,
     RnaFmPreTrainedModel,
 )
@@ -26,11 +27,13 @@ from .original_checkpoint import (
     read_original,
     read_original_checkpoint,
 )
+from .pipeline import RnaSecondaryStructurePipeline, register_pipeline
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer, UnknownResidueWarning
 
 __version__ = "0.1.0"
 
 register_auto_classes()
+register_pipeline()
 
 __all__ = [
     "AutoModelForContactPrediction",
@@ -40,9 +43,11 @@ __all__ = [
     "RnaFmContactPredictionOutput",
     "RnaFmForContactPrediction",
     "RnaFmForMaskedLM",
+    "RnaFmForSecondaryStructure",
     "RnaFmModel",
     "RnaFmPreTrainedModel",
     "RnaFmTokenizer",
+    "RnaSecondaryStructurePipeline",
     "UnknownResidueWarning",
     "load_original_checkpoint",
     "read_original",

@@ -8,13 +8,20 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
 from .configuration_rnafm import RnaFmConfig
-from .modeling_rnafm import RnaFmForContactPrediction, RnaFmForMaskedLM, RnaFmModel
+from .modeling_rnafm import (
+    RnaFmForContactPrediction,
+    RnaFmForMaskedLM,
+    RnaFmForSecondaryStructure,
+    RnaFmModel,
+)
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 
 
 class AutoModelForContactPrediction(_BaseAutoModelClass):
     """
-    Auto class for residue-pair (contact) prediction models, which transformers has none of.
+    Auto class for residue-pair prediction models, which transformers has none of. For RNA-FM it builds the model a
+    folder's config names: [`RnaFmForSecondaryStructure`] for a converted secondary-structure checkpoint, the
+    ESM-style [`RnaFmForContactPrediction`] otherwise.
 
     Example:
 
@@ -37,4 +44,8 @@ def register_auto_classes() -> None:
     AutoTokenizer.register(RnaFmConfig, tokenizer_class=RnaFmTokenizer, exist_ok=True)
     AutoModel.register(RnaFmConfig, RnaFmModel, exist_ok=True)
     AutoModelForMaskedLM.register(RnaFmConfig, RnaFmForMaskedLM, exist_ok=True)
-    AutoModelForContactPrediction.register(RnaFmConfig, RnaFmForContactPrediction, exist_ok=True)
+    # Two pair models share one config: transformers picks from such a tuple by the config's `architectures`,
+    # falling back to the first.
+    AutoModelForContactPrediction._model_mapping.register(
+        RnaFmConfig, (RnaFmForContactPrediction, RnaFmForSecondaryStructure), exist_ok=True
+    )

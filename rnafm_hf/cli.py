@@ -1,4 +1,5 @@
-"""The `rnafm-hf` command: `rnafm-hf convert ...`, `rnafm-hf push ...` (`rnafm-hf SUBCOMMAND --help` for each)."""
+"""The `rnafm-hf` command: `rnafm-hf convert ...`, `rnafm-hf push ...`, `rnafm-hf fold ...` (`rnafm-hf SUBCOMMAND
+--help` for each)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,32 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fold(args: argparse.Namespace) -> int:
+    from .folding import fold_fasta, parse_formats, summary_table
+
+    rows = fold_fasta(
+        args.fasta,
+        args.model,
+        args.output,
+        formats=parse_formats(args.formats),
+        threshold=args.threshold,
+        canonical_only=args.canonical_only,
+        plot=args.plot,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
+        log=_say,
+    )
+    print(summary_table(rows))
+    folded = sum(row.skipped is None for row in rows)
+    skipped = len(rows) - folded
+    print(
+        f"Folded {folded} of {len(rows)} sequences into {args.output}"
+        + (f" ({skipped} skipped, listed above)" if skipped else "")
+    )
+    return 0 if folded else EXIT_BAD_INPUT
+
+
 def _add_publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--private", action="store_true", help="create the repo as private (if it does not exist)"
@@ -82,6 +109,7 @@ def _add_publish_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .conversion import DEFAULT_OUTPUT_NAMES, DTYPES
+    from .folding import OUTPUT_FORMATS, PLOT_INSTALL
     from .model_card import DEFAULT_BASE_MODEL
     from .original_checkpoint import KINDS
 
@@ -147,6 +175,38 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id")
     _add_publish_options(push)
     push.set_defaults(handler=_push)
+
+    fold = commands.add_parser(
+        "fold",
+        help="predict secondary structures for a FASTA file",
+        description="Predict the secondary structure of every sequence in a FASTA file with a converted "
+        "RNA-FM-ResNet folder; write one file per sequence and format, named after the FASTA id, and a summary.",
+    )
+    fold.add_argument("fasta", help="FASTA file (plain or compressed)")
+    fold.add_argument(
+        "--model",
+        default="rna-fm-ss",
+        help="converted secondary-structure folder or Hub id (default rna-fm-ss)",
+    )
+    fold.add_argument("-o", "--output", required=True, type=Path, help="folder for the structure files")
+    fold.add_argument(
+        "--threshold", type=float, help="pairing-probability threshold (default: the model's, 0.33993712)"
+    )
+    fold.add_argument(
+        "--canonical-only", action="store_true", help="keep only AU, UA, GC, CG, GU and UG pairs"
+    )
+    fold.add_argument(
+        "--formats",
+        default=",".join(OUTPUT_FORMATS),
+        help="comma-separated, from " + ",".join(OUTPUT_FORMATS) + " (default: all)",
+    )
+    fold.add_argument(
+        "--plot", action="store_true", help=f"also write a PNG heat map per sequence (needs {PLOT_INSTALL})"
+    )
+    fold.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    fold.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    fold.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    fold.set_defaults(handler=_fold)
     return parser
 
 

@@ -52,6 +52,13 @@ class RnaFmConfig(PreTrainedConfig):
         k_mer: residues per token (1 for RNA-FM, 3 for the codon tokens of mRNA-FM).
         contact_head_trained: whether the contact-regression weights were trained on contacts. The released
             checkpoints were pretrained with masked-LM only, so this stays `False` until you fine-tune and set it.
+        ss_head_reduction: width the last-layer embeddings are projected to before the pairwise concatenation of
+            the secondary-structure head ([`RnaFmForSecondaryStructure`]).
+        ss_head_channels: channels of that head's residual blocks.
+        ss_head_blocks: number of residual blocks (dilations 1, 2, 4, 1, 2, 4, ...).
+        ss_head_dropout: dropout inside each residual block (training only).
+        ss_threshold: pairing probability above which a pair becomes a candidate when a structure is read off
+            the map; 0.33993712 is the value the original prediction script uses for the PDB-All head.
 
     Example:
 
@@ -81,6 +88,11 @@ class RnaFmConfig(PreTrainedConfig):
     token_dropout: bool = True
     k_mer: int = 1
     contact_head_trained: bool = False
+    ss_head_reduction: int = 128
+    ss_head_channels: int = 64
+    ss_head_blocks: int = 32
+    ss_head_dropout: float = 0.3
+    ss_threshold: float = 0.33993712
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0
     eos_token_id: int | None = 2
@@ -97,6 +109,10 @@ class RnaFmConfig(PreTrainedConfig):
         if self.k_mer not in (1, 3):
             raise ValueError(f"k_mer must be 1 (nucleotides) or 3 (codons), got {self.k_mer}.")
         super().__post_init__(**kwargs)
+        # AutoModelForContactPrediction chooses between our two pair models by `architectures`, and transformers'
+        # chooser cannot read None there.
+        if self.architectures is None:
+            self.architectures = []
 
     @property
     def max_tokens(self) -> int:

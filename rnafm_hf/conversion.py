@@ -22,7 +22,8 @@ import torch
 
 from .hub import resolve_checkpoint
 from .model_card import DEFAULT_BASE_MODEL, render_model_card
-from .original_checkpoint import CONTACT_REGRESSION_KEYS, OriginalCheckpoint, build_model, read_original
+from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
+from .original_checkpoint import OriginalCheckpoint, build_model, read_original
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
@@ -58,13 +59,18 @@ def _log_nothing(message: str) -> None:
 
 def write_hf_folder(original: OriginalCheckpoint, folder: Path, dtype: torch.dtype) -> None:
     """Model weights (safetensors, the tied embedding stored once), config with `auto_map`, tokenizer and the
-    Python files that `trust_remote_code=True` imports."""
-    model = build_model(original).to(dtype)
+    Python files that `trust_remote_code=True` imports.
+
+    The config names `RnaFmForSecondaryStructure` for a secondary-structure file and `RnaFmForMaskedLM` otherwise.
+    Weights that class has no place for (the contact regression; the LM head next to a structure head) are saved
+    too, so that every head class loads what it needs from the one file.
+    """
+    model_class = RnaFmForSecondaryStructure if original.kind == "rna-fm-ss" else RnaFmForMaskedLM
+    model = build_model(original, model_class).to(dtype)
     model.config.auto_map = dict(CONFIG_AUTO_MAP)
-    # Weights the masked-LM class has no place for (the contact regression) are saved too: every head class
-    # loads what it needs from the one file.
-    extra = {k: v.to(dtype) for k, v in original.state_dict.items() if k in CONTACT_REGRESSION_KEYS}
-    model.save_pretrained(folder, state_dict=model.state_dict() | extra if extra else None)
+    own = model.state_dict()
+    extra = {k: v.to(dtype) for k, v in original.state_dict.items() if k not in own}
+    model.save_pretrained(folder, state_dict=own | extra if extra else None)
     tokenizer = RnaFmCodonTokenizer() if original.kind == "mrna-fm" else RnaFmTokenizer()
     tokenizer.init_kwargs["auto_map"] = {
         "AutoTokenizer": [None, f"tokenization_rnafm.{type(tokenizer).__name__}"]

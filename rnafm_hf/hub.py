@@ -102,12 +102,15 @@ def push_folder_to_hub(
 
 
 def point_card_at_repo(folder: str | os.PathLike, repo_id: str) -> bool:
-    """Make the model card's `from_pretrained(...)` calls name `repo_id`; returns whether the card changed."""
+    """Make the model card's code load `repo_id` (`from_pretrained("...")`, `pipeline(..., model="...")` and
+    `get_class_from_dynamic_module(..., "...")`); returns whether the card changed."""
     card = Path(folder) / "README.md"
     if not card.is_file():
         return False
     text = card.read_text(encoding="utf-8")
-    updated = re.sub(r'from_pretrained\("[^"]*"', f'from_pretrained("{repo_id}"', text)
+    updated = re.sub(
+        r'(from_pretrained\(|model=|get_class_from_dynamic_module\("[^"]*", )"[^"]*"', rf'\1"{repo_id}"', text
+    )
     if updated != text:
         card.write_text(updated, encoding="utf-8")
     return updated != text

@@ -57,6 +57,38 @@ def average_product_correct(x: torch.Tensor) -> torch.Tensor:
     return x - a1 * a2 / a12
 
 
+def residue_mask_of(
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    hidden: torch.Tensor,
+    config: RnaFmConfig,
+) -> torch.Tensor:
+    """True on residues: not padding, `<cls>` or `<eos>` (found by id, or by place without input_ids)."""
+    if input_ids is not None:
+        mask = input_ids.ne(config.pad_token_id) if attention_mask is None else attention_mask.bool()
+        return mask & input_ids.ne(config.eos_token_id) & input_ids.ne(config.bos_token_id)
+    mask = (
+        torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        if attention_mask is None
+        else attention_mask.bool().clone()
+    )
+    last = mask.long().sum(-1) - 1
+    mask[:, 0] = False
+    mask[torch.arange(mask.shape[0], device=mask.device), last] = False
+    return mask
+
+
+def pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the labelled (not -100) pairs of real residues."""
+    valid = (labels != -100) & residue_mask[:, :, None] & residue_mask[:, None, :]
+    return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].to(logits.dtype))
+
+
+def upper_triangle_symmetrized(x: torch.Tensor) -> torch.Tensor:
+    """Mirror the upper triangle (diagonal included) of the last two dimensions onto the lower one."""
+    return torch.triu(x) + torch.triu(x, diagonal=1).transpose(-1, -2)
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -265,6 +297,66 @@ class RnaFmContactPredictionHead(nn.Module):
         return self.regression(features.permute(0, 2, 3, 1)).squeeze(-1)
 
 
+def masked(x: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the pairs outside each sequence, so a 3x3 convolution sees there the zeros of its own padding."""
+    return x if pair_mask is None else x * pair_mask
+
+
+class RnaFmResidualBlock(nn.Module):
+    """One block of the secondary-structure ResNet: BN -> ReLU -> conv 3x3 -> dropout -> ReLU -> dilated conv 3x3,
+    plus the identity (no conv biases)."""
+
+    def __init__(self, channels: int, dilation: int, dropout: float):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(
+            channels, channels, kernel_size=3, padding=dilation, dilation=dilation, bias=False
+        )
+
+    def forward(self, x: torch.Tensor, pair_mask: torch.Tensor | None) -> torch.Tensor:
+        out = self.conv1(masked(F.relu(self.bn1(x)), pair_mask))
+        out = self.conv2(masked(F.relu(self.dropout(out)), pair_mask))
+        return x + out
+
+
+class RnaFmSecondaryStructureHead(nn.Module):
+    """
+    RNA-FM's published secondary-structure head (the original `PairwiseConcatWithResNet`): last-layer residue
+    embeddings -> linear reduction -> pairwise concatenation [e_i, e_j] -> 1x1 conv -> dilated residual blocks ->
+    3x3 conv to one channel -> upper triangle mirrored. Returns pair logits (batch, L, L).
+    """
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        channels = config.ss_head_channels
+        self.reduction = nn.Linear(config.hidden_size, config.ss_head_reduction)
+        self.pair_projection = nn.Conv2d(2 * config.ss_head_reduction, channels, kernel_size=1)
+        self.blocks = nn.ModuleList(
+            RnaFmResidualBlock(channels, dilation=2 ** (k % 3), dropout=config.ss_head_dropout)
+            for k in range(config.ss_head_blocks)
+        )
+        self.output = nn.Conv2d(channels, 1, kernel_size=3, padding=1)
+
+    def forward(self, embeddings: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
+        """`embeddings` (batch, L, hidden): residues only, zero where `residue_mask` (batch, L) is False."""
+        reduced = self.reduction(embeddings)
+        length = reduced.shape[1]
+        rows = reduced[:, :, None, :].expand(-1, -1, length, -1)
+        # [e_i, e_j] for every pair, laid out as the original lays it out: the 1x1 convolution then sums in the
+        # same order, and the map comes out bit-identical (an outer sum of two half-projections would save this
+        # tensor but drifts by ~1e-6 of the logits' scale per block).
+        x = self.pair_projection(torch.cat([rows, rows.transpose(1, 2)], dim=-1).permute(0, 3, 1, 2))
+        pair_mask = None
+        if not residue_mask.all():
+            pair_mask = (residue_mask[:, None, :, None] & residue_mask[:, None, None, :]).to(x.dtype)
+        for block in self.blocks:
+            x = block(x, pair_mask)
+        logits = self.output(masked(x, pair_mask)).squeeze(1)
+        return upper_triangle_symmetrized(logits)
+
+
 class RnaFmPreTrainedModel(PreTrainedModel):
     """Weight initialisation, gradient checkpointing and attention-backend support shared by all RNA-FM models."""
 
@@ -279,6 +371,19 @@ class RnaFmPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, RnaFmLMHead):
+            nn.init.zeros_(module.bias)
+        # The original's initialisation of its downstream heads: Kaiming (fan-in) convolutions (the structure head
+        # has the only ones) and a near-zero reduction. Set per module: transformers skips modules without
+        # parameters of their own when initialising a model of custom code.
+        elif isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif (
+            isinstance(head := getattr(self, "ss_head", None), RnaFmSecondaryStructureHead)
+            and module is head.reduction
+        ):
+            nn.init.normal_(module.weight, std=0.001)
             nn.init.zeros_(module.bias)
 
 
@@ -308,7 +413,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
     ```
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -384,7 +489,7 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.decoder.weight": "rnafm.embeddings.word_embeddings.weight"}
-    _keys_to_ignore_on_load_unexpected = [r"contact_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"contact_head\.", r"ss_head\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -459,7 +564,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     in their files (when present at all) never saw a contact, so loading them logs a warning and the probabilities
     mean nothing until you train the head on your pair labels (a few hundred structures usually suffice for a
     logistic regression). Then set `config.contact_head_trained = True` and save. For secondary structure, use the
-    published ResNet head instead.
+    published ResNet head instead ([`RnaFmForSecondaryStructure`]).
 
     `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
     cross-entropy over the labelled pairs of real residues (padding is ignored automatically).
@@ -479,7 +584,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     ```
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"lm_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"ss_head\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -512,11 +617,11 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        residue_mask = self._residue_mask(input_ids, attention_mask, outputs.last_hidden_state)
+        residue_mask = residue_mask_of(input_ids, attention_mask, outputs.last_hidden_state, self.config)
         logits = self.contact_head(outputs.attentions, residue_mask)
         loss = None
         if labels is not None:
-            loss = self._pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
+            loss = pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
         output = RnaFmContactPredictionOutput(
             loss=loss,
             logits=logits,
@@ -525,33 +630,89 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _residue_mask(
-        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, hidden: torch.Tensor
-    ) -> torch.Tensor:
-        """True on residues: not padding, `<cls>` or `<eos>` (found by id, or by place without input_ids)."""
-        if input_ids is not None:
-            mask = input_ids.ne(self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
-            return mask & input_ids.ne(self.config.eos_token_id) & input_ids.ne(self.config.bos_token_id)
-        mask = (
-            torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-            if attention_mask is None
-            else attention_mask.bool().clone()
-        )
-        last = mask.long().sum(-1) - 1
-        mask[:, 0] = False
-        mask[torch.arange(mask.shape[0], device=mask.device), last] = False
-        return mask
 
-    @staticmethod
-    def _pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
-        valid = (labels != -100) & residue_mask[:, :, None] & residue_mask[:, None, :]
-        return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].to(logits.dtype))
+class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
+    """
+    RNA-FM with its published secondary-structure head (RNA-FM-ResNet; the original `PairwiseConcatWithResNet`):
+    pair logits over nucleotides, `torch.sigmoid(logits)` being the pairing probabilities. This is the model of a
+    converted `RNA-FM-ResNet_*.pth` folder, and what `AutoModelForContactPrediction` builds for it (its config names
+    this architecture). Read a structure off the probabilities with `rnafm_hf.structure.fold_probabilities`, or use
+    `pipeline("rna-secondary-structure", model=...)`.
+
+    Unlike the original, padding does not leak into the map: each sequence of a padded batch gets exactly what it
+    gets alone (the original's batched output varies with the padding near the sequence end).
+
+    `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
+    cross-entropy over the labelled pairs of real residues, so the head can be trained with `Trainer` on new
+    structures. The original trained it with the encoder frozen (`model.rnafm.requires_grad_(False)`) and one
+    structure per batch; in training mode the BatchNorm statistics of a padded batch include the padded pairs.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
+    >>> config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                      ss_head_reduction=8, ss_head_channels=8, ss_head_blocks=3)
+    >>> model = RnaFmForSecondaryStructure(config).eval()
+    >>> batch = RnaFmTokenizer()(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
+    >>> with torch.no_grad():
+    ...     logits = model(**batch).logits
+    >>> tuple(logits.shape), bool(torch.equal(logits, logits.transpose(1, 2)))
+    ((2, 9, 9), True)
+
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.rnafm = RnaFmModel(config)
+        self.ss_head = RnaFmSecondaryStructureHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RnaFmContactPredictionOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.rnafm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = outputs.last_hidden_state
+        residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
+        # As the original: `<eos>` and padding rows zeroed, `<cls>` and the last column dropped.
+        embeddings = (hidden * residue_mask[..., None].to(hidden.dtype))[:, 1:-1]
+        logits = self.ss_head(embeddings, residue_mask[:, 1:-1])
+        loss = None
+        if labels is not None:
+            loss = pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
+        output = RnaFmContactPredictionOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
     "RnaFmContactPredictionOutput",
     "RnaFmForContactPrediction",
     "RnaFmForMaskedLM",
+    "RnaFmForSecondaryStructure",
     "RnaFmModel",
     "RnaFmPreTrainedModel",
 ]

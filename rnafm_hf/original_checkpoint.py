@@ -47,6 +47,16 @@ _KEY_RULES = [
 _LAYER_PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
 _LAYER_PARTS += ("self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
 CONTACT_REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
+# The secondary-structure head: the original `PairwiseConcatWithResNet` keys -> ours in `RnaFmForSecondaryStructure`.
+SS_HEAD_TYPE = "pc-resnet"
+DEFAULT_SS_HEAD_NAME = "pc-resnet_1_sym_first:r-ss"
+_BN = r"bn1\.(?:weight|bias|running_mean|running_var|num_batches_tracked)"
+_SS_HEAD_KEY_RULES = [
+    (r"pre_reduction\.(weight|bias)", r"ss_head.reduction.\1"),
+    (r"proj\.first\.0\.(weight|bias)", r"ss_head.pair_projection.\1"),
+    (rf"proj\.resnet\.(\d+)\.({_BN}|conv1\.weight|conv2\.weight)", r"ss_head.blocks.\1.\2"),
+    (r"proj\.final\.(weight|bias)", r"ss_head.output.\1"),
+]
 VOCABULARIES = {RNA_FM_PRESET["vocab_size"]: RNA_FM_PRESET, MRNA_FM_PRESET["vocab_size"]: MRNA_FM_PRESET}
 _KIND_OF_VOCABULARY = {RNA_FM_PRESET["vocab_size"]: "rna-fm", MRNA_FM_PRESET["vocab_size"]: "mrna-fm"}
 
@@ -63,9 +73,10 @@ class OriginalCheckpoint:
     """`"rna-fm"`, `"mrna-fm"` or `"rna-fm-ss"` (a secondary-structure file: RNA-FM backbone + ResNet head)."""
     config: RnaFmConfig
     state_dict: dict[str, torch.Tensor]
-    """Backbone and LM head in `RnaFmForMaskedLM` names, plus `contact_head.regression.*` when the file has them."""
-    head_state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
-    """The secondary-structure head, with the `downstream_modules.` prefix removed (empty for other kinds)."""
+    """Backbone and LM head in `RnaFmForMaskedLM` names, plus `contact_head.regression.*` when the file has them and
+    `ss_head.*` (`RnaFmForSecondaryStructure` names) for a secondary-structure file."""
+    head_name: str | None = None
+    """The original module name of the secondary-structure head (`pc-resnet_1_sym_first:r-ss`), when read."""
     args: dict[str, Any] | None = None
     """The training arguments with fairseq's `encoder_` prefix removed; None for a bare state dict."""
     notes: list[str] = field(default_factory=list)
@@ -231,6 +242,54 @@ def expected_original_keys(config: RnaFmConfig) -> set[str]:
     return keys
 
 
+def expected_ss_head_keys(blocks: int) -> set[str]:
+    """Keys of the original secondary-structure head (`PairwiseConcatWithResNet`) with this many residual blocks."""
+    keys = {
+        f"{name}.{p}" for name in ("pre_reduction", "proj.first.0", "proj.final") for p in ("weight", "bias")
+    }
+    for k in range(blocks):
+        keys |= {f"proj.resnet.{k}.bn1.{p}" for p in ("weight", "bias", "running_mean", "running_var")}
+        keys |= {f"proj.resnet.{k}.bn1.num_batches_tracked", f"proj.resnet.{k}.conv1.weight"}
+        keys.add(f"proj.resnet.{k}.conv2.weight")
+    return keys
+
+
+def ss_head_key(original_key: str) -> str:
+    """`proj.resnet.3.conv2.weight` (original head key) -> `ss_head.blocks.3.conv2.weight` (ours)."""
+    for pattern, replacement in _SS_HEAD_KEY_RULES:
+        if re.fullmatch(pattern, original_key):
+            return re.sub(pattern, replacement, original_key)
+    raise KeyError(f"Not a key of the original secondary-structure head: {original_key}")
+
+
+def _read_ss_head(
+    head_state: Mapping[str, torch.Tensor],
+) -> tuple[str, dict[str, int], dict[str, torch.Tensor]]:
+    """The one ResNet head of a secondary-structure file: its module name, the config values its shapes give, and
+    its tensors under our names."""
+    names = sorted({key.split(".", 1)[0] for key in head_state})
+    predictor = names[0].split(":")[0].split("_") if len(names) == 1 else []
+    if len(predictor) != 4 or predictor[0] != SS_HEAD_TYPE or predictor[1:3] != ["1", "sym"]:
+        raise CheckpointError(
+            f"Expected one symmetric one-class ResNet head ({SS_HEAD_TYPE}_1_sym_...:r-ss) under {HEAD_PREFIX}, "
+            f"found {names}; other downstream heads of the original code are not supported."
+        )
+    name = names[0]
+    tensors = {key.split(".", 1)[1]: value for key, value in head_state.items() if "." in key}
+    blocks = {int(m.group(1)) for key in tensors if (m := re.match(r"proj\.resnet\.(\d+)\.", key))}
+    expected = expected_ss_head_keys(len(blocks))
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if missing or unexpected:
+        raise _mismatch(missing, unexpected, "secondary-structure head")
+    values = {
+        "ss_head_reduction": tensors["pre_reduction.weight"].shape[0],
+        "ss_head_channels": tensors["proj.first.0.weight"].shape[0],
+        "ss_head_blocks": len(blocks),
+    }
+    converted = {ss_head_key(key): tensor for key, tensor in tensors.items()}
+    return name, values, converted
+
+
 def _mismatch(missing: set[str], unexpected: set[str], what: str) -> CheckpointError:
     def listing(keys: set[str]) -> str:
         shown = sorted(keys)[:20]
@@ -303,7 +362,10 @@ def read_original(
         expected = expected_original_keys(RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1))
         raise _mismatch(expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS), "RNA-FM")
     kind = kind or detected
-    config = _config_from(args, state, config_overrides)
+    head_name, head_values, head_tensors = None, {}, {}
+    if kind == "rna-fm-ss":
+        head_name, head_values, head_tensors = _read_ss_head(head_state)
+    config = _config_from(args, state, {**head_values, **config_overrides})
     expected = expected_original_keys(config)
     missing, unexpected = expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS)
     if missing or unexpected:
@@ -324,6 +386,7 @@ def read_original(
     embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
     embeddings[config.mask_token_id].zero_()  # as the original loader does, for token dropout
     converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
+    converted |= head_tensors
     notes = []
     if backbone_only:
         notes.append(
@@ -335,17 +398,12 @@ def read_original(
             f"--kind {kind}: the secondary-structure head ({len(head_state)} tensors under {HEAD_PREFIX}) was left "
             "out; only the backbone was read."
         )
-    elif head_state:
-        notes.append(
-            f"The secondary-structure head ({len(head_state)} tensors under {HEAD_PREFIX}) was left out: this "
-            "version converts the RNA-FM backbone only."
-        )
     return OriginalCheckpoint(
         notes=notes,
         kind=kind,
         config=config,
         state_dict=converted,
-        head_state_dict=head_state if kind == "rna-fm-ss" else {},
+        head_name=head_name,
         args=args,
     )
 
@@ -379,8 +437,8 @@ def build_model(
     """
     Our model (default `RnaFmForMaskedLM`) holding the checkpoint's tensors without copying them, in eval mode.
 
-    Weights of heads the chosen class lacks are left out; a head the file lacks (the contact regression, usually)
-    keeps its fresh initialisation.
+    Weights of heads the chosen class lacks are left out; a head the file lacks (the contact regression, usually,
+    or the secondary-structure head of a plain RNA-FM file) keeps its fresh initialisation.
     """
     from .modeling_rnafm import RnaFmForMaskedLM
 
@@ -397,13 +455,17 @@ def build_model(
         {k: v for k, v in state.items() if k in own_keys}, strict=False, assign=True
     )
     model.tie_weights()
-    for (
-        module
-    ) in model.modules():  # what the file lacks (the contact regression, usually) is initialised fresh
+    # What the file lacks (the contact regression, usually) is initialised fresh.
+    for module in model.modules():
         if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
             module.to_empty(device="cpu", recurse=False)
             model._init_weights(module)
-    missing = [k for k in missing if not k.startswith("contact_head.") and k != "lm_head.decoder.weight"]
+    if any(k.startswith("ss_head.") for k in missing):
+        model._init_weights(
+            model.ss_head
+        )  # the original's initialisation of a fresh head, as from_pretrained gives
+    fresh = ("contact_head.", "ss_head.")
+    missing = [k for k in missing if not k.startswith(fresh) and k != "lm_head.decoder.weight"]
     if missing:
         raise CheckpointError(f"{model_class.__name__} needs weights the checkpoint lacks: {missing}")
     return model.eval()
@@ -421,6 +483,22 @@ def load_original_checkpoint(
     keeps its fresh initialisation.
     """
     return build_model(read_original(checkpoint, **config_overrides), model_class)
+
+
+def to_original_structure_checkpoint(
+    model: RnaFmPreTrainedModel, ss_head: torch.nn.Module, head_name: str = DEFAULT_SS_HEAD_NAME
+) -> dict[str, torch.Tensor]:
+    """
+    The layout of `RNA-FM-ResNet_PDB-All.pth`: the state dict of the original `fm.downstream.Baseline`, the masked-LM
+    `model`'s weights under `backbone.` and the `RnaFmSecondaryStructureHead` under `downstream_modules.<head_name>.`.
+    """
+    backbone = to_original_checkpoint(model)["model"]
+    state = {BACKBONE_PREFIX + strip_fairseq_prefix(key): tensor for key, tensor in backbone.items()}
+    blocks = len(ss_head.blocks)
+    ours = {f"ss_head.{key}": tensor for key, tensor in ss_head.state_dict().items()}
+    for key in expected_ss_head_keys(blocks):
+        state[f"{HEAD_PREFIX}{head_name}.{key}"] = ours[ss_head_key(key)].detach().clone()
+    return state
 
 
 def fairseq_args(config: RnaFmConfig) -> argparse.Namespace:
@@ -446,6 +524,11 @@ def to_original_checkpoint(model: RnaFmPreTrainedModel) -> dict[str, Any]:
     Takes `RnaFmForMaskedLM` or `RnaFmForContactPrediction` (whose missing LM head is then left out, as fm cannot
     load that); `torch.save` the result.
     """
+    if hasattr(model, "ss_head"):
+        raise ValueError(
+            "to_original_checkpoint writes the language-model files; the original secondary-structure file also needs "
+            "the LM head, which RnaFmForSecondaryStructure does not hold."
+        )
     renames = [
         (r"rnafm\.embeddings\.word_embeddings\.", "embed_tokens."),
         (r"rnafm\.embeddings\.position_embeddings\.", "embed_positions."),
@@ -477,4 +560,5 @@ __all__ = [
     "read_original_checkpoint",
     "strip_fairseq_prefix",
     "to_original_checkpoint",
+    "to_original_structure_checkpoint",
 ]

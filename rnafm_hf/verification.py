@@ -99,8 +99,9 @@ class ParityReport:
         return [(name, self.eager[name], self.sdpa[name]) for name in self.eager]
 
     def to_text(self) -> str:
-        lines = [f"{'output':<10} {'eager':>10} {'sdpa':>10}"]
-        lines += [f"{name:<10} {eager:>10.2e} {sdpa:>10.2e}" for name, eager, sdpa in self.rows()]
+        width = max(len(name) for name in ["output", *self.eager])
+        lines = [f"{'output':<{width}} {'eager':>10} {'sdpa':>10}"]
+        lines += [f"{name:<{width}} {eager:>10.2e} {sdpa:>10.2e}" for name, eager, sdpa in self.rows()]
         if self.enforced:
             verdict = "PASS" if self.passed else "FAIL"
             lines.append(
@@ -132,7 +133,12 @@ class ParityReport:
                 f"Measured by the converter on {self.date}: this folder, loaded back through the Auto classes and run "
                 f"in float32 on the CPU, against the original `fm` code on the same weights, for {names}. "
                 "Differences are over the real tokens (`<cls>`, residues, `<eos>`) of each hidden layer "
-                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits. "
+                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits"
+                + (
+                    ", and over all residue pairs of the secondary-structure head's pairing probabilities. "
+                    if "pair probabilities" in self.eager
+                    else ". "
+                )
                 + verdict
                 + inferred,
                 "",
@@ -160,6 +166,21 @@ def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> 
         warnings.filterwarnings("ignore", message="Regression weights not found")
         model, alphabet = fm.pretrained.load_model_and_alphabet_core("rna-fm", dict(checkpoint), None, theme)
     return model.eval(), alphabet
+
+
+def original_fm_structure_head(
+    path: str | os.PathLike, original: OriginalCheckpoint, backbone: torch.nn.Module, alphabet: Any
+) -> torch.nn.Module:
+    """The original `PairwiseConcatWithResNet` of a secondary-structure file, with the file's weights."""
+    from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
+
+    _, state = _split_checkpoint(load_original_file(path))
+    prefix = f"{HEAD_PREFIX}{original.head_name}."
+    head = PairwiseConcatWithResNet.create_module_with_name(
+        original.head_name.split(":")[0], backbone.args, alphabet
+    )
+    head.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+    return head.eval()
 
 
 def _verification_inputs(
@@ -205,7 +226,9 @@ def verify_folder(
 ) -> ParityReport:
     """
     Run `fm` on the original file and the converted folder (loaded back from disk through the Auto classes) on
-    the same sequences; return the max abs differences per hidden layer and for the logits.
+    the same sequences; return the max abs differences per hidden layer and for the logits, and for a
+    secondary-structure folder also of the pairing probabilities (fm's head on each sequence alone, ours on the
+    padded batch).
 
     The folder is run in float32 whatever `dtype` its weights are stored in (for the report). mRNA-FM sees each
     sequence cut to whole codons. Raises `ParityError` if the two tokenisations differ.
@@ -221,6 +244,14 @@ def verify_folder(
     model = AutoModelForMaskedLM.from_pretrained(
         folder, dtype=torch.float32, attn_implementation="eager"
     ).eval()
+    structure = None
+    if original.kind == "rna-fm-ss":
+        from .auto import AutoModelForContactPrediction
+
+        structure = (
+            original_fm_structure_head(checkpoint_path, original, reference, alphabet),
+            AutoModelForContactPrediction.from_pretrained(folder, dtype=torch.float32).eval(),
+        )
     converter = alphabet.get_batch_converter()
     eager: dict[str, float] = {}
     sdpa: dict[str, float] = {}
@@ -230,9 +261,10 @@ def verify_folder(
     torch.set_num_threads(1)
     try:
         for start in range(0, len(inputs), BATCH_SIZE):
-            _compare_batch(
-                inputs[start : start + BATCH_SIZE], tokenizer, model, reference, converter, eager, sdpa
-            )
+            chunk = inputs[start : start + BATCH_SIZE]
+            _compare_batch(chunk, tokenizer, model, reference, converter, eager, sdpa)
+            if structure is not None:
+                _compare_structure(chunk, tokenizer, *structure, reference, converter, eager, sdpa)
     finally:
         torch.set_num_threads(threads)
     return ParityReport(
@@ -271,3 +303,30 @@ def _compare_batch(
     for found, total in ((found_eager, eager), (found_sdpa, sdpa)):
         for name, value in found.items():
             total[name] = max(total.get(name, 0.0), value)
+
+
+def _compare_structure(
+    chunk: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    original_head: torch.nn.Module,
+    model: Any,
+    reference: torch.nn.Module,
+    converter: Any,
+    eager: dict[str, float],
+    sdpa: dict[str, float],
+) -> None:
+    """Max abs difference of the pairing probabilities: fm's head on each sequence alone (its batched output depends
+    on the padding), ours on the padded batch."""
+    batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = []
+        for record in chunk:
+            _, _, ids = converter([record])
+            embedding = reference(ids, repr_layers=[reference.num_layers], need_head_weights=True)
+            logits = original_head(ids, {"embedding": embedding["representations"][reference.num_layers]})
+            expected.append(torch.sigmoid(logits.float())[0])
+        for implementation, total in (("eager", eager), ("sdpa", sdpa)):
+            model.set_attn_implementation(implementation)
+            found = torch.sigmoid(model(**batch).logits)
+            worst = max((found[i, : len(p), : len(p)] - p).abs().max().item() for i, p in enumerate(expected))
+            total["pair probabilities"] = max(total.get("pair probabilities", 0.0), worst)

@@ -107,6 +107,38 @@ def write_original_checkpoint(
 SS_HEAD_NAME = "pc-resnet_1_sym_first:r-ss"
 
 
+def randomise_resnet_head_(head: torch.nn.Module, seed: int) -> None:
+    """Weights of the size a trained structure head has: He-scaled convolutions damped for a 32-block residual
+    stream, BatchNorm gains near 1 and running statistics away from their initial 0 / 1, and an output bias that
+    leaves a few percent of the pairs above the 0.34 threshold, like a trained head's sparse maps."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std):
+        return std * torch.randn(shape, generator=generator)
+
+    with torch.no_grad():
+        for name, module in head.named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                damping = 0.3 if ".resnet." in f".{name}." else 1.0
+                module.weight.copy_(normal(module.weight.shape, damping * math.sqrt(2 / fan_in)))
+                if module.bias is not None:
+                    module.bias.copy_(normal(module.bias.shape, 0.1))
+                if name == "proj.final":
+                    module.bias.fill_(-4.0)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(1 + normal(module.weight.shape, 0.1))
+                module.bias.copy_(normal(module.bias.shape, 0.1))
+                module.running_mean.copy_(normal(module.running_mean.shape, 0.5))
+                module.running_var.copy_(
+                    0.5 + torch.rand(module.running_var.shape, generator=generator) * 1.5
+                )
+                module.num_batches_tracked.fill_(1000)
+            elif isinstance(module, torch.nn.Linear):
+                module.weight.copy_(normal(module.weight.shape, 1 / math.sqrt(module.weight.shape[1])))
+                module.bias.copy_(normal(module.bias.shape, 0.1))
+
+
 def write_secondary_structure_checkpoint(
     path: Path,
     *,
@@ -123,7 +155,7 @@ def write_secondary_structure_checkpoint(
     backbone, _, alphabet = random_fm_model("rna", layers, embed_dim, ffn_embed_dim, heads, True, True, seed)
     predictor, _ = SS_HEAD_NAME.split(":")
     head = PairwiseConcatWithResNet.create_module_with_name(predictor, backbone.args, alphabet)
-    randomise_(head, seed + 1)
+    randomise_resnet_head_(head, seed + 1)
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state |= {f"downstream_modules.{SS_HEAD_NAME}.{k}": v for k, v in head.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

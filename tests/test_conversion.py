@@ -13,6 +13,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from original_checkpoints import (
+    SS_HEAD_NAME,
     load_with_fm,
     put_in_hub_cache,
     write_original_checkpoint,
@@ -111,20 +112,46 @@ def test_default_folder_names_let_auto_classes_load_by_name(tmp_path, monkeypatc
     assert AutoModel.from_pretrained("mrna-fm").config.vocab_size == 73
 
 
-def test_secondary_structure_file_converts_its_backbone_and_says_so(tmp_path, capsys):
+def test_secondary_structure_file_converts_whole_and_is_verified_on_probabilities(tmp_path, capsys):
     path = write_secondary_structure_checkpoint(tmp_path / "RNA-FM-ResNet_PDB-All.pth")
     raw = torch.load(path, weights_only=True)
     assert convert(path, "--output", tmp_path / "ss") == 0
     err = capsys.readouterr().err
-    assert "Found rna-fm-ss" in err and "PASS" in err
-    assert "secondary-structure head (230 tensors under downstream_modules.) was left out" in err
+    assert "Found rna-fm-ss" in err and "PASS" in err and "left out" not in err
+    # The eager path reproduces fm's head bit for bit; SDPA's backbone sums in another order.
+    assert re.search(r"pair probabilities +0\.00e\+00 +\d\.\d\de-0[6-9]", err)
     model = rnafm_hf.AutoModelForContactPrediction.from_pretrained(tmp_path / "ss")
-    # The backbone's contact regression is kept next to the masked-LM weights.
-    assert torch.equal(model.contact_head.regression.weight, raw["backbone.contact_head.regression.weight"])
+    assert isinstance(model, rnafm_hf.RnaFmForSecondaryStructure)
+    assert model.config.architectures == ["RnaFmForSecondaryStructure"] and model.config.ss_head_blocks == 32
+    head = f"downstream_modules.{SS_HEAD_NAME}.proj"
+    assert torch.equal(model.ss_head.blocks[31].bn1.running_var, raw[f"{head}.resnet.31.bn1.running_var"])
+    assert torch.equal(model.ss_head.blocks[2].conv2.weight, raw[f"{head}.resnet.2.conv2.weight"])
+    assert model.ss_head.blocks[2].conv2.dilation == (4, 4)
+    # The same folder gives the encoder with its MLM head, and the (untrained) contact regression.
+    masked_lm = AutoModelForMaskedLM.from_pretrained(tmp_path / "ss")
+    assert torch.equal(masked_lm.lm_head.dense.weight, raw["backbone.lm_head.dense.weight"])
+    contact = rnafm_hf.RnaFmForContactPrediction.from_pretrained(tmp_path / "ss")
+    assert torch.equal(contact.contact_head.regression.weight, raw["backbone.contact_head.regression.weight"])
     backbone = AutoModel.from_pretrained(tmp_path / "ss")
     assert torch.equal(backbone.encoder.layers[1].fc2.weight, raw["backbone.layers.1.fc2.weight"])
     card = ModelCard.load(tmp_path / "ss" / "README.md")
-    assert card.data.base_model == "cuhkaih/rnafm"
+    assert card.data.base_model == "cuhkaih/rnafm" and card.data.pipeline_tag == "other"
+    assert re.search(r"\| pair probabilities \| 0\.00e\+00 \| \d\.\d\de-0[6-9] \|", card.text)
+
+
+def test_damaged_secondary_structure_head_is_refused(tmp_path, capsys):
+    path = write_secondary_structure_checkpoint(tmp_path / "ss.pth")
+    state = torch.load(path, weights_only=True)
+    del state[f"downstream_modules.{SS_HEAD_NAME}.proj.resnet.7.conv1.weight"]
+    torch.save(state, path)
+    assert convert(path, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "secondary-structure head" in err and "proj.resnet.7.conv1.weight" in err
+    renamed = {k.replace(SS_HEAD_NAME, "pc-resnet_2_asym_first:r-ss"): v for k, v in state.items()}
+    torch.save(renamed, path)
+    assert convert(path, "-o", tmp_path / "out") == 2
+    assert "pc-resnet_2_asym_first:r-ss" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bare_state_dict_needs_and_takes_the_head_count(tmp_path, capsys):
@@ -508,10 +535,17 @@ def test_folder_loads_without_the_package_and_its_card_code_runs(tmp_path, kind)
     )
 
     card_code = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
-    assert len(card_code) == 1 and f'from_pretrained("{kind}", trust_remote_code=True)' in card_code[0]
-    output = run_without_package(tmp_path, "import sys\nsys.modules['rnafm_hf'] = None\n" + card_code[0])
-    expected = {"rna-fm": "[(56, 32), (22, 32)]", "mrna-fm": "[(9, 32), (4, 32)]", "rna-fm-ss": "(56, 40)"}
+    # The last block needs no rnafm-hf; the secondary-structure card first shows the pipeline, which does.
+    assert len(card_code) == (2 if kind == "rna-fm-ss" else 1)
+    assert f'from_pretrained("{kind}", trust_remote_code=True)' in card_code[-1]
+    output = run_without_package(tmp_path, "import sys\nsys.modules['rnafm_hf'] = None\n" + card_code[-1])
+    expected = {"rna-fm": "[(56, 32), (22, 32)]", "mrna-fm": "[(9, 32), (4, 32)]", "rna-fm-ss": "(56, 56)"}
     assert output.strip() == expected[kind]
+    if kind == "rna-fm-ss":
+        done = subprocess.run(
+            [sys.executable, "-c", card_code[0]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "56", done.stderr
 
 
 @pytest.mark.parametrize("kind", ["rna-fm", "mrna-fm", "rna-fm-ss"])
@@ -526,7 +560,7 @@ def test_model_card_templates(kind):
     assert (card.data.license, card.data.library_name, card.data.pipeline_tag) == (
         "mit",
         "transformers",
-        "feature-extraction",
+        "other" if kind == "rna-fm-ss" else "feature-extraction",
     )
     assert "rna" in card.data.tags
     for section in (

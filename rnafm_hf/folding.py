@@ -1,0 +1,240 @@
+"""Fold every sequence of a FASTA file and write one structure file per sequence and format (`rnafm-hf fold`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fasta import read_fasta
+from .pipeline import TASK
+from .structure import FORMATS, SecondaryStructure
+from .tokenization_rnafm import UnknownResidueWarning
+
+OUTPUT_FORMATS = (*FORMATS, "npy")
+PLOT_INSTALL = "pip install 'rnafm-hf[plot]'"
+SUMMARY_NAME = "summary.tsv"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_STEM = 100
+
+
+@dataclass
+class FoldedRecord:
+    """One line of the summary: a FASTA record, what was written for it, or why it was skipped."""
+
+    id: str
+    length: int
+    stem: str
+    pairs: int | None = None
+    multiplets: int | None = None
+    dot_bracket: str | None = None
+    skipped: str | None = None
+
+
+def safe_stems(ids: Sequence[str]) -> list[str]:
+    """File names from FASTA ids: letters, digits, `.`, `_` and `-` only, no leading dot, unique (also when the
+    file system ignores case)."""
+    stems, taken = [], set()
+    for number, identifier in enumerate(ids, 1):
+        stem = _UNSAFE.sub("_", identifier).lstrip(".")[:MAX_STEM] or f"sequence_{number}"
+        candidate, copy = stem, 1
+        while candidate.lower() in taken:
+            copy += 1
+            candidate = f"{stem}_{copy}"
+        taken.add(candidate.lower())
+        stems.append(candidate)
+    return stems
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`"ct,dbn"` -> `("ct", "dbn")`, refusing unknown names."""
+    formats = tuple(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+    unknown = [name for name in formats if name not in OUTPUT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"Unknown --formats {', '.join(unknown) or text!r}; choose from {','.join(OUTPUT_FORMATS)}."
+        )
+    return formats
+
+
+def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, path: Path) -> None:
+    """A heat map of the pairing probabilities with the chosen pairs circled, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    length = len(structure.sequence)
+    figure, axes = plt.subplots(figsize=(6, 5.2), dpi=120)
+    image = axes.imshow(probabilities, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if structure.pairs:
+        rows, columns = np.array(structure.pairs).T
+        axes.scatter(
+            np.concatenate([columns, rows]),
+            np.concatenate([rows, columns]),
+            s=max(4.0, 1500 / length),
+            facecolors="none",
+            edgecolors="crimson",
+            linewidths=0.8,
+            label="predicted pairs",
+        )
+        axes.legend(loc="upper right", fontsize=7)
+    axes.set_title(f"{structure.name} ({length} nt, {len(structure.pairs)} pairs)", fontsize=9)
+    axes.set_xlabel("position j")
+    axes.set_ylabel("position i")
+    figure.colorbar(image, ax=axes, label="pairing probability")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _check_output(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir} exists and is not a folder; choose another --output.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} is not empty; choose another --output or pass --overwrite to replace files in it."
+        )
+
+
+def _unknown_characters(sequence: str, valid: str) -> str | None:
+    positions = [f"{char!r} at {n}" for n, char in enumerate(sequence, 1) if char not in valid]
+    if not positions:
+        return None
+    return ", ".join(positions[:5]) + (f" and {len(positions) - 5} more" if len(positions) > 5 else "")
+
+
+def fold_fasta(
+    fasta: str | os.PathLike,
+    model: str | os.PathLike = "rna-fm-ss",
+    output_dir: str | os.PathLike = "structures",
+    *,
+    formats: Sequence[str] = OUTPUT_FORMATS,
+    threshold: float | None = None,
+    canonical_only: bool = False,
+    plot: bool = False,
+    batch_size: int = 8,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[FoldedRecord]:
+    """
+    Predict the structure of every sequence in `fasta` with a converted secondary-structure folder and write, per
+    sequence, `<id>.ct`, `.bpseq`, `.dbn` and `.npy` (the probability map), as `formats` selects, plus a `.png`
+    heat map with `plot`, and `summary.tsv` for all. A sequence longer than the model reads, or empty, is
+    reported by id and skipped; the others still fold. Returns the summary rows in FASTA order.
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf.folding import fold_fasta
+    >>> rows = fold_fasta("example.fasta", "rna-fm-ss", "structures")  # doctest: +SKIP
+
+    ```
+    """
+    from huggingface_hub.utils import tqdm
+    from transformers import pipeline
+
+    output_dir = Path(output_dir)
+    records = read_fasta(fasta)
+    if not records:
+        raise ValueError(f"{fasta} holds no sequences.")
+    formats = tuple(formats)
+    if unknown := [name for name in formats if name not in OUTPUT_FORMATS]:
+        raise ValueError(f"Unknown formats {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as error:
+            raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
+    _check_output(output_dir, overwrite)
+    fold = pipeline(TASK, model=os.fspath(model), device=device)
+    limit = fold.model.config.max_tokens - 2
+    valid = fold.tokenizer.valid_letters
+
+    rows, jobs = [], []
+    for (identifier, raw), stem in zip(records, safe_stems([i for i, _ in records]), strict=True):
+        sequence = "".join(raw.split()).upper().replace("T", "U")
+        row = FoldedRecord(identifier, len(sequence), stem)
+        rows.append(row)
+        if not sequence:
+            row.skipped = "empty sequence"
+        elif len(sequence) > limit:
+            row.skipped = f"{len(sequence)} nt, longer than the {limit} nt RNA-FM reads"
+        if row.skipped:
+            log(f"Skipping {identifier}: {row.skipped}.")
+            continue
+        if unknown := _unknown_characters(sequence, valid):
+            log(f"{identifier}: not in the nucleotide alphabet, read as <unk>: {unknown}.")
+        jobs.append((row, sequence))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    jobs.sort(key=lambda job: len(job[1]))  # similar lengths batch with little padding
+    options: dict[str, Any] = {"canonical_only": canonical_only, "return_probabilities": True}
+    if threshold is not None:
+        options["threshold"] = threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownResidueWarning)  # already reported above, by id
+        results = fold((sequence for _, sequence in jobs), batch_size=batch_size, **options)
+        bar = tqdm(results, total=len(jobs), desc="Folding", unit="seq", disable=not progress)
+        for (row, _), result in zip(jobs, bar, strict=True):
+            _write_outputs(row, result, output_dir, formats, plot)
+    _write_summary(rows, output_dir / SUMMARY_NAME)
+    return rows
+
+
+def _write_outputs(
+    row: FoldedRecord, result: dict[str, Any], output_dir: Path, formats: Sequence[str], plot: bool
+) -> None:
+    structure = SecondaryStructure(result["sequence"], result["pairs"], row.id)
+    row.pairs, row.multiplets, row.dot_bracket = (
+        len(structure.pairs),
+        len(result["multiplets"]),
+        result["dot_bracket"],
+    )
+    for name in formats:
+        path = output_dir / f"{row.stem}.{name}"
+        if name == "npy":
+            np.save(path, result["probabilities"].astype(np.float32))
+        else:
+            structure.write(path, name)
+    if plot:
+        plot_structure(result["probabilities"], structure, output_dir / f"{row.stem}.png")
+
+
+def _write_summary(rows: Sequence[FoldedRecord], path: Path) -> None:
+    lines = ["id\tfile\tlength\tpairs\tmultiplets\tdot_bracket\tskipped"]
+    for row in rows:
+        values = [row.id, row.stem, row.length, row.pairs, row.multiplets, row.dot_bracket, row.skipped]
+        lines.append("\t".join("" if value is None else str(value) for value in values))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def summary_table(rows: Sequence[FoldedRecord]) -> str:
+    """The summary as an aligned text table, for the terminal."""
+    header = ("id", "length", "pairs", "multiplets", "result")
+    body = [
+        (
+            row.id,
+            str(row.length),
+            "-" if row.pairs is None else str(row.pairs),
+            "-" if row.multiplets is None else str(row.multiplets),
+            f"skipped: {row.skipped}" if row.skipped else f"{row.stem}.*",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[k]) for line in [header, *body]) for k in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if k in (0, 4) else cell.rjust(width)
+            for k, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in [header, *body]
+    )

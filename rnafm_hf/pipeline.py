@@ -1,0 +1,118 @@
+"""The `"rna-secondary-structure"` pipeline, registered with transformers when `rnafm_hf` is imported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .auto import AutoModelForContactPrediction
+from .structure import fold_probabilities
+
+TASK = "rna-secondary-structure"
+
+
+class RnaSecondaryStructurePipeline(Pipeline):
+    """
+    Predict RNA secondary structures with RNA-FM's ResNet head (a converted `RNA-FM-ResNet_*.pth` folder).
+
+    Call it with one sequence or a list; each result is a dict with `sequence` (as read: upper case, T as U),
+    `dot_bracket`, `pairs` (0-based `(i, j)`, i < j), `multiplets` (pairs above the threshold rejected because a
+    base was taken) and, with `return_probabilities=True`, the (L, L) `probabilities` as a NumPy array. The pairs
+    are read off the probabilities as the original script does (`rnafm_hf.structure.fold_probabilities`): keyword
+    arguments `threshold` (default: the model config's `ss_threshold`), `canonical_only` and `min_loop` change
+    that. `batch_size=` batches sequences; each gets exactly what it gets alone.
+
+    Example:
+
+    ```python
+    >>> import rnafm_hf
+    >>> from transformers import pipeline
+    >>> fold = pipeline("rna-secondary-structure", model="rna-fm-ss")  # doctest: +SKIP
+    >>> fold("GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU")["dot_bracket"]  # doctest: +SKIP
+
+    ```
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # By name, so that the class of a folder's remote code passes as well.
+        if type(self.model).__name__ != "RnaFmForSecondaryStructure":
+            raise ValueError(
+                f"The {TASK!r} pipeline needs RNA-FM's secondary-structure model, but got "
+                f"{type(self.model).__name__}. Convert RNA-FM-ResNet_PDB-All.pth (`rnafm-hf convert FILE`) and pass "
+                "that folder as model=."
+            )
+
+    def _sanitize_parameters(
+        self,
+        threshold: float | None = None,
+        canonical_only: bool | None = None,
+        min_loop: int | None = None,
+        return_probabilities: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        options = {
+            "threshold": threshold,
+            "canonical_only": canonical_only,
+            "min_loop": min_loop,
+            "return_probabilities": return_probabilities,
+        }
+        return {}, {}, {key: value for key, value in options.items() if value is not None}
+
+    def preprocess(self, sequence: str) -> dict[str, Any]:
+        if not isinstance(sequence, str):
+            raise TypeError(f"Pass RNA sequences as strings, got {type(sequence).__name__}.")
+        residues = "".join(sequence.split()).upper().replace("T", "U")
+        inputs = self.tokenizer(residues, return_tensors="pt")
+        limit = self.model.config.max_tokens - 2
+        if len(residues) > limit:
+            raise ValueError(
+                f"The sequence {sequence[:30]!r}... has {len(residues)} nt; RNA-FM reads at most {limit}. Fold a "
+                "shorter region (`rnafm-hf fold` skips and lists such sequences)."
+            )
+        return {**inputs, "sequence": residues}
+
+    def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        sequence = inputs.pop("sequence")
+        logits = self.model(**inputs).logits
+        return {"probabilities": torch.sigmoid(logits.float()), "sequence": sequence}
+
+    def postprocess(
+        self,
+        outputs: dict[str, torch.Tensor],
+        threshold: float | None = None,
+        canonical_only: bool = False,
+        min_loop: int = 1,
+        return_probabilities: bool = False,
+    ) -> dict[str, Any]:
+        sequence = outputs["sequence"]
+        sequence = sequence[0] if isinstance(sequence, list) else sequence
+        length = len(sequence)
+        probabilities = outputs["probabilities"][0, :length, :length].cpu().numpy()
+        folded = fold_probabilities(
+            probabilities,
+            sequence,
+            threshold=self.model.config.ss_threshold if threshold is None else threshold,
+            canonical_only=canonical_only,
+            min_loop=min_loop,
+        )
+        result = {
+            "sequence": sequence,
+            "dot_bracket": folded.structure.to_dot_bracket(),
+            "pairs": list(folded.structure.pairs),
+            "multiplets": folded.multiplets,
+        }
+        if return_probabilities:
+            result["probabilities"] = probabilities
+        return result
+
+
+def register_pipeline() -> None:
+    """Make `pipeline("rna-secondary-structure", model=...)` known to transformers."""
+    if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            TASK, pipeline_class=RnaSecondaryStructurePipeline, pt_model=AutoModelForContactPrediction
+        )

@@ -1,0 +1,288 @@
+"""RNA-FM's secondary-structure model against the original head, its training loss, the pipeline and `fold`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import fm
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, read_fasta
+from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
+from original_checkpoints import SS_HEAD_NAME, write_secondary_structure_checkpoint
+from transformers import AutoTokenizer, Trainer, TrainingArguments, pipeline
+
+import rnafm_hf
+from rnafm_hf import RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
+from rnafm_hf.cli import main
+from rnafm_hf.conversion import convert_checkpoint
+from rnafm_hf.folding import safe_stems
+from rnafm_hf.structure import SecondaryStructure, fold_probabilities
+
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "ss_head_reduction": 8,
+    "ss_head_channels": 8,
+    "ss_head_blocks": 4,
+}
+
+
+def records(name: str, count: int | None = None) -> list[tuple[str, str]]:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared data folder (../shared/data) is needed for this test")
+    return read_fasta(path)[:count]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_secondary_structure_checkpoint(tmp_path_factory.mktemp("ss") / "RNA-FM-ResNet_PDB-All.pth")
+
+
+@pytest.fixture(scope="module")
+def folder(checkpoint):
+    return convert_checkpoint(checkpoint, checkpoint.parent / "rna-fm-ss", verify=False).output_dir
+
+
+def original_predictor(path):
+    """fm's backbone and `PairwiseConcatWithResNet`, built directly from the file's tensors."""
+    state = torch.load(path, weights_only=True)
+    alphabet = fm.Alphabet.from_architecture("roberta_large", "rna")
+    args = argparse.Namespace(
+        layers=2, embed_dim=40, ffn_embed_dim=64, attention_heads=20, max_positions=1024, token_dropout=True,
+        emb_layer_norm_before=True, dropout=0.1, attention_dropout=0.1, arch="roberta_large",
+    )  # fmt: skip
+    backbone = fm.BioBertModel(args, alphabet)
+    backbone.load_state_dict(
+        {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    )
+    head = PairwiseConcatWithResNet.create_module_with_name(SS_HEAD_NAME.split(":")[0], args, alphabet)
+    prefix = f"downstream_modules.{SS_HEAD_NAME}."
+    head.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+    return backbone.eval(), head.eval(), alphabet
+
+
+def original_probabilities(backbone, head, alphabet, name: str, sequence: str) -> torch.Tensor:
+    _, _, ids = alphabet.get_batch_converter()([(name, sequence)])
+    with torch.no_grad():
+        embedding = backbone(ids, repr_layers=[2], need_head_weights=True)["representations"][2]
+        return torch.sigmoid(head(ids, {"embedding": embedding}).float())[0]
+
+
+def test_converted_folder_reproduces_the_original_head(checkpoint, folder):
+    sequences = records("example.fasta") + records("RF00005.fasta", 3)
+    backbone, head, alphabet = original_predictor(checkpoint)
+    model = rnafm_hf.AutoModelForContactPrediction.from_pretrained(folder, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer([s for _, s in sequences], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        batched = torch.sigmoid(model(**batch).logits)
+    for row, (name, sequence) in enumerate(sequences):
+        expected = original_probabilities(backbone, head, alphabet, name, sequence)
+        with torch.no_grad():
+            logits = model(**tokenizer(sequence, return_tensors="pt")).logits[0]
+        assert torch.equal(logits, logits.T)  # mirrored exactly (the sigmoid's vector kernel may not be)
+        alone = torch.sigmoid(logits)
+        assert (alone - expected).abs().max() <= 1e-5, name
+        # Padding in a batch changes nothing (the original's batched output would).
+        assert (batched[row, : len(sequence), : len(sequence)] - expected).abs().max() <= 1e-5, name
+        assert 0.001 < (expected > 0.34).float().mean() < 0.2  # a sparse map, like a trained head's
+
+
+def test_inputs_embeds_and_input_ids_agree():
+    """Without input_ids, `<cls>`/`<eos>` are found by place; with them, by id (token dropout needs ids)."""
+    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY, token_dropout=False)).eval()
+    batch = RnaFmTokenizer()(["GGGAAACCCU", "ACGUA"], padding=True, return_tensors="pt")
+    embeds = model.rnafm.embeddings.word_embeddings(batch["input_ids"])
+    with torch.no_grad():
+        by_ids = model(**batch).logits
+        by_embeds = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(by_ids, by_embeds, atol=1e-6)
+
+
+def test_loss_covers_labelled_residue_pairs_only():
+    torch.manual_seed(0)
+    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY)).eval()
+    batch = RnaFmTokenizer()(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
+    labels = torch.randint(0, 2, (2, 9, 9)).float()
+    labels[0, 0, :] = -100
+    out = model(**batch, labels=labels)
+    logits = out.logits
+    valid = torch.zeros(2, 9, 9, dtype=torch.bool)
+    valid[0, 1:, :] = True
+    valid[1, :4, :4] = True
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[valid], labels[valid])
+    assert torch.allclose(out.loss, expected)
+    out.loss.backward()
+    assert model.ss_head.blocks[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_trainer_fine_tunes_the_head_on_structures(tmp_path):
+    """Known structures (tRNA family, Rfam) as pair labels; the encoder frozen as the original trained it."""
+    tokenizer = RnaFmTokenizer()
+    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY))
+    model.rnafm.requires_grad_(False)
+    trna = "GCGGAUUUAGCUCAGUUGGGAGAGCGCCAGACUGAAGAUCUGGAGGUCCUGUGUUCGAUCCACAGAAUUCGCACCA"
+    structure = SecondaryStructure.from_dot_bracket(
+        trna, "(((((((..((((........)))).(((((.......))))).....(((((.......))))))))))))...."
+    )
+    examples = []
+    for cut in (76, 70, 60, 50):
+        labels = torch.zeros(cut, cut)
+        for i, j in structure.pairs:
+            if j < cut:
+                labels[i, j] = labels[j, i] = 1
+        examples.append({**tokenizer(trna[:cut]), "labels": labels})
+
+    def collate(items):
+        batch = tokenizer.pad(
+            [{k: v for k, v in x.items() if k != "labels"} for x in items], return_tensors="pt"
+        )
+        size = max(len(x["labels"]) for x in items)
+        labels = torch.full((len(items), size, size), -100.0)
+        for row, item in enumerate(items):
+            labels[row, : len(item["labels"]), : len(item["labels"])] = item["labels"]
+        return {**batch, "labels": labels}
+
+    before = model.ss_head.output.weight.detach().clone()
+    frozen = model.rnafm.encoder.layers[0].fc1.weight.detach().clone()
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=2, learning_rate=1e-2,
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+    )  # fmt: skip
+    Trainer(model=model, args=arguments, train_dataset=examples, data_collator=collate).train()
+    assert not torch.equal(model.ss_head.output.weight, before)
+    assert torch.equal(model.rnafm.encoder.layers[0].fc1.weight, frozen)
+
+
+def test_structure_head_trains_from_a_plain_rna_fm_folder(tmp_path):
+    from rnafm_hf import RnaFmForMaskedLM
+
+    RnaFmForMaskedLM(RnaFmConfig(**TINY)).save_pretrained(tmp_path / "plain")
+    model = RnaFmForSecondaryStructure.from_pretrained(tmp_path / "plain")
+    convs = model.ss_head.blocks[0].conv1.weight
+    # The original's Kaiming initialisation for a fresh head, not transformers' default N(0, 0.02).
+    assert convs.std().item() == pytest.approx((2 / convs[0].numel()) ** 0.5, rel=0.25)
+
+
+# Pipeline ----------------------------------------------------------------------------------------------------
+
+
+def test_pipeline_batched_equals_single_and_structures_are_valid(folder):
+    sequences = [s for _, s in records("example.fasta") + records("RF00005.fasta", 5)]
+    fold = pipeline("rna-secondary-structure", model=str(folder))
+    single = [fold(s, return_probabilities=True) for s in sequences]
+    batched = fold(sequences, batch_size=4, return_probabilities=True)
+    for sequence, one, many in zip(sequences, single, batched, strict=True):
+        assert one["sequence"] == sequence.upper().replace("T", "U")
+        assert one["dot_bracket"] == many["dot_bracket"] and one["pairs"] == many["pairs"]
+        assert one["multiplets"] == many["multiplets"]
+        assert np.abs(one["probabilities"] - many["probabilities"]).max() <= 1e-5
+        assert np.allclose(one["probabilities"], one["probabilities"].T, rtol=0, atol=1e-7)
+        structure = SecondaryStructure.from_dot_bracket(one["sequence"], one["dot_bracket"])
+        assert list(structure.pairs) == one["pairs"] and one["pairs"]
+        expected = fold_probabilities(one["probabilities"], one["sequence"])
+        assert list(expected.structure.pairs) == one["pairs"]
+        assert "probabilities" not in fold(sequence)
+
+
+def test_pipeline_options_and_input_checks(folder):
+    fold = pipeline("rna-secondary-structure", model=str(folder))
+    sequence = records("example.fasta")[2][1]
+    default = fold(sequence)
+    assert len(fold(sequence, threshold=0.9)["pairs"]) < len(default["pairs"])
+    canonical = fold(sequence, canonical_only=True)
+    assert all(
+        sequence[i] + sequence[j] in {"AU", "UA", "GC", "CG", "GU", "UG"} for i, j in canonical["pairs"]
+    )
+    assert fold(sequence.lower().replace("U", "t"))["dot_bracket"] == default["dot_bracket"]
+    with pytest.raises(ValueError, match="has 1100 nt; RNA-FM reads at most 1022"):
+        fold("A" * 1100)
+    with pytest.warns(rnafm_hf.UnknownResidueWarning, match="'X' at position 5"):
+        assert len(fold("ACGUXACGU")["dot_bracket"]) == 9
+
+
+def test_pipeline_refuses_a_model_without_the_structure_head(tmp_path):
+    from rnafm_hf import RnaFmForMaskedLM
+
+    RnaFmForMaskedLM(RnaFmConfig(**TINY)).save_pretrained(tmp_path / "plain")
+    RnaFmTokenizer().save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="needs RNA-FM's secondary-structure model.*rnafm-hf convert"):
+        pipeline("rna-secondary-structure", model=str(tmp_path / "plain"))
+
+
+# CLI ---------------------------------------------------------------------------------------------------------
+
+
+def test_fold_command_on_example_fasta(folder, tmp_path, capsys):
+    fasta = DATA / "example.fasta"
+    if not fasta.exists():
+        pytest.skip(f"{fasta} is absent")
+    out = tmp_path / "structures"
+    assert main(["fold", str(fasta), "--model", str(folder), "--output", str(out), "--plot"]) == 0
+    printed = capsys.readouterr()
+    assert "Folded 3 of 3 sequences" in printed.out and "Folding" in printed.err  # summary, progress bar
+    fold = pipeline("rna-secondary-structure", model=str(folder))
+    for name, sequence in read_fasta(fasta):
+        expected = fold(sequence)
+        for suffix in (".ct", ".bpseq", ".dbn"):
+            structure = SecondaryStructure.read(out / f"{name}{suffix}")
+            assert list(structure.pairs) == expected["pairs"] and structure.sequence == sequence
+        probabilities = np.load(out / f"{name}.npy")
+        assert probabilities.shape == (len(sequence), len(sequence)) and probabilities.dtype == np.float32
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"{name}  " in printed.out
+    summary = (out / "summary.tsv").read_text().splitlines()
+    assert summary[0].startswith("id\tfile\tlength") and len(summary) == 4
+
+
+def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, capsys):
+    fasta = tmp_path / "mixed.fasta"
+    fasta.write_text(
+        ">too/long|id\n" + "ACGU" * 300 + "\n>../hairpin one\nGGGGAAACCCC\n>empty\n\n>with_N\nGGGNAXACCC\n"
+    )
+    out = tmp_path / "out"
+    code = main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--formats", "dbn,ct"])
+    printed = capsys.readouterr()
+    assert code == 0
+    assert "Skipping too/long|id: 1200 nt, longer than the 1022 nt RNA-FM reads" in printed.err
+    assert "Skipping empty: empty sequence" in printed.err
+    assert "with_N: not in the nucleotide alphabet, read as <unk>: 'X' at 6" in printed.err
+    assert "Folded 2 of 4 sequences" in printed.out and "skipped: 1200 nt" in printed.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_hairpin.ct", "_hairpin.dbn", "summary.tsv", "with_N.ct", "with_N.dbn",
+    ]  # fmt: skip
+    # A non-empty output folder is not written into without --overwrite.
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 2
+    )
+    assert "choose from ct,bpseq,dbn,npy" in capsys.readouterr().err
+
+
+def test_fold_plot_without_matplotlib_says_how_to_install(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    fasta = tmp_path / "one.fasta"
+    fasta.write_text(">a\nGGGGAAACCCC\n")
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "out"), "--plot"]) == 2
+    assert "pip install 'rnafm-hf[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_file_names_from_fasta_ids():
+    ids = ["3ktw_C", "../../etc/passwd", "a b|c", "A B|C", "", ".hidden", "x" * 300]
+    assert safe_stems(ids) == [
+        "3ktw_C",
+        "_.._etc_passwd",
+        "a_b_c",
+        "A_B_C_2",
+        "sequence_5",
+        "hidden",
+        "x" * 100,
+    ]
