@@ -203,8 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument(
         "--plot", action="store_true", help=f"also write a PNG heat map per sequence (needs {PLOT_INSTALL})"
     )
-    fold.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
-    fold.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    fold.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="sequences per forward pass (default 4; a 1000-nt sequence needs about 1.3 GB)",
+    )
+    fold.add_argument(
+        "--device",
+        help="torch device, e.g. cpu, cuda or cuda:1 (default: transformers' choice, a GPU if any)",
+    )
     fold.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     fold.set_defaults(handler=_fold)
     return parser

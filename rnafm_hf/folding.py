@@ -94,13 +94,29 @@ def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, pat
     plt.close(figure)
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
+def _clear_output(output_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder, unless `overwrite` and it is an earlier `fold` output: then remove the files that
+    run wrote (listed in its summary), so no stale structure outlives the new run."""
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"{output_dir} exists and is not a folder; choose another --output.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
         raise FileExistsError(
-            f"{output_dir} is not empty; choose another --output or pass --overwrite to replace files in it."
+            f"{output_dir} is not empty; choose another --output or pass --overwrite to replace an earlier fold there."
         )
+    summary = output_dir / SUMMARY_NAME
+    if not summary.is_file():
+        raise FileExistsError(
+            f"{output_dir} has no {SUMMARY_NAME}: not written by rnafm-hf fold, so not replaced."
+        )
+    for line in summary.read_text(encoding="utf-8").splitlines()[1:]:
+        stem = line.split("\t")[1] if line.count("\t") >= 1 else ""
+        if not stem or _UNSAFE.search(stem) or stem.startswith("."):
+            continue  # only names fold itself writes: nothing outside the folder
+        for suffix in (*OUTPUT_FORMATS, "png"):
+            (output_dir / f"{stem}.{suffix}").unlink(missing_ok=True)
+    summary.unlink()
 
 
 def _unknown_characters(sequence: str, valid: str) -> str | None:
@@ -119,7 +135,7 @@ def fold_fasta(
     threshold: float | None = None,
     canonical_only: bool = False,
     plot: bool = False,
-    batch_size: int = 8,
+    batch_size: int = 4,
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -143,18 +159,25 @@ def fold_fasta(
     from transformers import pipeline
 
     output_dir = Path(output_dir)
+    if not Path(model).exists() and "/" not in os.fspath(model):
+        raise FileNotFoundError(
+            f"No model folder {os.fspath(model)!r}: convert RNA-FM-ResNet_PDB-All.pth first "
+            f"(`rnafm-hf convert FILE --output {os.fspath(model)}`), or name a Hub repo as OWNER/NAME."
+        )
     records = read_fasta(fasta)
     if not records:
         raise ValueError(f"{fasta} holds no sequences.")
     formats = tuple(formats)
-    if unknown := [name for name in formats if name not in OUTPUT_FORMATS]:
-        raise ValueError(f"Unknown formats {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
+    if not formats or (unknown := [name for name in formats if name not in OUTPUT_FORMATS]):
+        raise ValueError(f"Unknown or no formats {list(formats)}; choose from {', '.join(OUTPUT_FORMATS)}.")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold is a probability, between 0 and 1; got {threshold}.")
     if plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError as error:
             raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
-    _check_output(output_dir, overwrite)
+    _clear_output(output_dir, overwrite)
     fold = pipeline(TASK, model=os.fspath(model), device=device)
     limit = fold.model.config.max_tokens - 2
     valid = fold.tokenizer.valid_letters
@@ -212,7 +235,8 @@ def _write_outputs(
 def _write_summary(rows: Sequence[FoldedRecord], path: Path) -> None:
     lines = ["id\tfile\tlength\tpairs\tmultiplets\tdot_bracket\tskipped"]
     for row in rows:
-        values = [row.id, row.stem, row.length, row.pairs, row.multiplets, row.dot_bracket, row.skipped]
+        stem = None if row.skipped else row.stem
+        values = [row.id, stem, row.length, row.pairs, row.multiplets, row.dot_bracket, row.skipped]
         lines.append("\t".join("" if value is None else str(value) for value in values))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

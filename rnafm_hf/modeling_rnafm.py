@@ -81,6 +81,8 @@ def residue_mask_of(
 def pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy over the labelled (not -100) pairs of real residues."""
     valid = (labels != -100) & residue_mask[:, :, None] & residue_mask[:, None, :]
+    if not valid.any():  # a batch without labelled pairs contributes nothing (rather than NaN)
+        return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].to(logits.dtype))
 
 
@@ -639,8 +641,10 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
     this architecture). Read a structure off the probabilities with `rnafm_hf.structure.fold_probabilities`, or use
     `pipeline("rna-secondary-structure", model=...)`.
 
-    Unlike the original, padding does not leak into the map: each sequence of a padded batch gets exactly what it
-    gets alone (the original's batched output varies with the padding near the sequence end).
+    Unlike the original, padding does not leak into the map: each sequence of a (right-)padded batch gets the map
+    it gets alone, up to float rounding (the original's batched output varies with the padding near the sequence
+    end). `save_pretrained` saves this model's weights only; a converted folder also carries the encoder's MLM head
+    and contact regression for the other classes, so keep that folder if you need them.
 
     `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
     cross-entropy over the labelled pairs of real residues, so the head can be trained with `Trainer` on new

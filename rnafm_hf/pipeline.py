@@ -23,7 +23,7 @@ class RnaSecondaryStructurePipeline(Pipeline):
     base was taken) and, with `return_probabilities=True`, the (L, L) `probabilities` as a NumPy array. The pairs
     are read off the probabilities as the original script does (`rnafm_hf.structure.fold_probabilities`): keyword
     arguments `threshold` (default: the model config's `ss_threshold`), `canonical_only` and `min_loop` change
-    that. `batch_size=` batches sequences; each gets exactly what it gets alone.
+    that. `batch_size=` batches sequences; each gets the map it gets alone (up to float rounding).
 
     Example:
 
@@ -38,6 +38,10 @@ class RnaSecondaryStructurePipeline(Pipeline):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.tokenizer.padding_side != "right":
+            raise ValueError(
+                "The secondary-structure model reads right-padded batches; set tokenizer.padding_side = 'right'."
+            )
         # By name, so that the class of a folder's remote code passes as well.
         if type(self.model).__name__ != "RnaFmForSecondaryStructure":
             raise ValueError(
@@ -54,6 +58,13 @@ class RnaSecondaryStructurePipeline(Pipeline):
         return_probabilities: bool | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
+        if kwargs:
+            raise TypeError(
+                f"Unknown option(s) {', '.join(sorted(kwargs))}; the {TASK!r} pipeline takes threshold, "
+                "canonical_only, min_loop and return_probabilities."
+            )
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a probability, between 0 and 1; got {threshold}.")
         options = {
             "threshold": threshold,
             "canonical_only": canonical_only,
@@ -66,6 +77,8 @@ class RnaSecondaryStructurePipeline(Pipeline):
         if not isinstance(sequence, str):
             raise TypeError(f"Pass RNA sequences as strings, got {type(sequence).__name__}.")
         residues = "".join(sequence.split()).upper().replace("T", "U")
+        if not residues:
+            raise ValueError("The sequence is empty; there is nothing to fold.")
         inputs = self.tokenizer(residues, return_tensors="pt")
         limit = self.model.config.max_tokens - 2
         if len(residues) > limit:

@@ -62,13 +62,15 @@ class SecondaryStructure:
 
     def __post_init__(self) -> None:
         length = len(self.sequence)
+        for i, j in self.pairs:
+            if i == j or not (0 <= i < length and 0 <= j < length) or int(i) != i or int(j) != j:
+                raise ValueError(
+                    f"{self._label()}({i}, {j}) is not a pair of two bases of the {length}-nt sequence "
+                    f"(0-based positions)."
+                )
         normalised = sorted((min(int(i), int(j)), max(int(i), int(j))) for i, j in self.pairs)
         partner: dict[int, int] = {}
         for i, j in normalised:
-            if i == j or i < 0 or j >= length:
-                raise ValueError(
-                    f"{self._label()}pair ({i + 1}, {j + 1}) is not a pair of two bases of the {length}-nt sequence."
-                )
             for base, other in ((i, j), (j, i)):
                 if base in partner:
                     raise ValueError(
@@ -187,6 +189,8 @@ class SecondaryStructure:
     def from_bpseq(cls, text: str, name: str = "") -> SecondaryStructure:
         """Parse BPSEQ (comment and header lines such as bpRNA's `#Name: ...` are skipped)."""
         lines = [line for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
+        if not lines:
+            raise ValueError(f"{name or 'BPSEQ'}: no base lines (`number base partner`) found.")
         sequence, partners = _read_columns(
             lines, len(lines), base_column=1, partner_column=2, label=name or "BPSEQ"
         )
@@ -196,6 +200,7 @@ class SecondaryStructure:
 
     def to_text(self, format: str) -> str:
         """The structure in `format` (`ct`, `bpseq` or `dbn`: a `>name` line, the sequence, the dot-bracket)."""
+        format = format.lower()
         if format == "ct":
             return self.to_ct()
         if format == "bpseq":
@@ -214,11 +219,12 @@ class SecondaryStructure:
     def read(cls, path: str | os.PathLike, format: str | None = None) -> SecondaryStructure:
         """Read a structure file; the format defaults to the file's suffix."""
         path = Path(path)
-        format = format or _format_of(path)
+        format = (format or _format_of(path)).lower()
         text = path.read_text(encoding="utf-8")
         try:
             if format == "ct":
-                return cls.from_ct(text)
+                structure = cls.from_ct(text)
+                return structure if structure.name else cls(structure.sequence, structure.pairs, path.stem)
             if format == "bpseq":
                 return cls.from_bpseq(text, name=path.stem)
             if format == "dbn":
@@ -263,7 +269,7 @@ def _pairs_from_partners(partners: list[int], label: str) -> list[tuple[int, int
     for i, partner in enumerate(partners, 1):
         if partner == 0:
             continue
-        if not 1 <= partner <= len(partners) or partners[partner - 1] != i:
+        if partner == i or not 1 <= partner <= len(partners) or partners[partner - 1] != i:
             raise ValueError(
                 f"{label + ': ' if label else ''}base {i} names {partner} as its partner, but base {partner} "
                 f"does not name {i}."
@@ -299,7 +305,6 @@ class FoldedStructure:
     multiplets: list[tuple[int, int]] = field(default_factory=list)
     """Candidate pairs above the threshold rejected because one of their bases was already paired with a more
     probable partner (0-based, in the order they were met, most probable first)."""
-    probabilities: np.ndarray | None = None
 
 
 def fold_probabilities(
@@ -331,6 +336,8 @@ def fold_probabilities(
 
     ```
     """
+    if hasattr(probabilities, "detach"):  # a torch tensor, on any device and in any precision
+        probabilities = probabilities.detach().float().cpu().numpy()
     probabilities = np.asarray(probabilities, dtype=np.float64)  # the original compares in float64
     length = len(sequence)
     if probabilities.shape != (length, length):
@@ -382,7 +389,8 @@ def base_pair_metrics(
     """
     Precision, recall, F1 and Matthews correlation over base pairs. With `allow_shift`, a predicted pair (i, j)
     also counts as right when (i +- 1, j) or (i, j +- 1) is a reference pair, and a reference pair counts as found
-    when such a neighbour was predicted. The true negatives of the MCC are all other base pairs, L (L - 1) / 2 in
+    when such a neighbour was predicted (each side is judged on its own, so two shifted predictions may both
+    count against one reference pair). The true negatives of the MCC are all other base pairs, L (L - 1) / 2 in
     all. A score whose denominator is zero is 0.
     """
     if len(predicted.sequence) != len(reference.sequence):

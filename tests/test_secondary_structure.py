@@ -120,6 +120,8 @@ def test_loss_covers_labelled_residue_pairs_only():
     assert torch.allclose(out.loss, expected)
     out.loss.backward()
     assert model.ss_head.blocks[0].conv1.weight.grad.abs().sum() > 0
+    nothing = model(**batch, labels=torch.full((2, 9, 9), -100.0)).loss
+    assert nothing.item() == 0.0  # not NaN
 
 
 def test_trainer_fine_tunes_the_head_on_structures(tmp_path):
@@ -205,6 +207,15 @@ def test_pipeline_options_and_input_checks(folder):
         fold("A" * 1100)
     with pytest.warns(rnafm_hf.UnknownResidueWarning, match="'X' at position 5"):
         assert len(fold("ACGUXACGU")["dot_bracket"]) == 9
+    with pytest.raises(ValueError, match="empty"):
+        fold(" ")
+    with pytest.raises(TypeError, match="Unknown option.*treshold"):
+        fold(sequence, treshold=0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        fold(sequence, threshold=5)
+    left = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    with pytest.raises(ValueError, match="right-padded"):
+        pipeline("rna-secondary-structure", model=str(folder), tokenizer=left)
 
 
 def test_pipeline_refuses_a_model_without_the_structure_head(tmp_path):
@@ -257,9 +268,23 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == [
         "_hairpin.ct", "_hairpin.dbn", "summary.tsv", "with_N.ct", "with_N.dbn",
     ]  # fmt: skip
-    # A non-empty output folder is not written into without --overwrite.
+    # A non-empty output folder is not written into without --overwrite; with it, the earlier run's files go.
     assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(
+            ["fold", str(fasta), "--model", str(folder), "-o", str(out), "--formats", "bpseq", "--overwrite"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["_hairpin.bpseq", "summary.tsv", "with_N.bpseq"]
+    assert "\ntoo/long|id\t\t1200\t" in (out / "summary.tsv").read_text()  # a skipped row names no file
+    (out / "mine.txt").write_text("keep")
+    (out / "summary.tsv").unlink()
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--overwrite"]) == 2
+    assert "not written by rnafm-hf fold" in capsys.readouterr().err and (out / "mine.txt").exists()
+    assert main(["fold", str(fasta), "-o", str(tmp_path / "y")]) == 2
+    assert "No model folder 'rna-fm-ss': convert RNA-FM-ResNet_PDB-All.pth first" in capsys.readouterr().err
     assert (
         main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 2
     )

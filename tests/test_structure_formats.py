@@ -174,8 +174,14 @@ def test_bad_dot_brackets_name_the_position(dot_bracket, message):
 def test_invalid_pairs_are_refused():
     with pytest.raises(ValueError, match=r"base 7 is paired twice \(with 3 and 4\)"):
         SecondaryStructure("GGGAAACCC", [(0, 8), (2, 6), (6, 3)])
-    with pytest.raises(ValueError, match=r"pair \(1, 12\) is not a pair of two bases of the 9-nt sequence"):
+    with pytest.raises(ValueError, match=r"\(0, 11\) is not a pair of two bases of the 9-nt sequence"):
         SecondaryStructure("GGGAAACCC", [(0, 11)])
+    with pytest.raises(ValueError, match=r"\(0, -1\) is not a pair"):
+        SecondaryStructure("GGGAAACCC", [(0, -1)])
+    with pytest.raises(ValueError, match="base 2 names 2 as its partner"):
+        SecondaryStructure.from_bpseq("1 G 0\n2 A 2\n3 C 0\n")
+    with pytest.raises(ValueError, match="no base lines"):
+        SecondaryStructure.from_bpseq("# empty\n")
     with pytest.raises(ValueError, match="base 1 names 9 as its partner, but base 9 does not name 1"):
         SecondaryStructure.from_bpseq("1 G 9\n" + "".join(f"{n} A 0\n" for n in range(2, 10)))
     ct = SecondaryStructure("GGAAACC", [(0, 6)], "a").to_ct()
