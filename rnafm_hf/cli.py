@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=4,
-        help="sequences per forward pass (default 4; a 1000-nt sequence needs about 1.3 GB)",
+        help="sequences per forward pass (default 4; one 1000-nt sequence adds about 1.2 GB on CPU)",
     )
     fold.add_argument(
         "--device",

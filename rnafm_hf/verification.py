@@ -262,9 +262,10 @@ def verify_folder(
     try:
         for start in range(0, len(inputs), BATCH_SIZE):
             chunk = inputs[start : start + BATCH_SIZE]
-            _compare_batch(chunk, tokenizer, model, reference, converter, eager, sdpa)
+            batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
+            _compare_batch(chunk, batch, model, reference, converter, eager, sdpa)
             if structure is not None:
-                _compare_structure(chunk, tokenizer, *structure, reference, converter, eager, sdpa)
+                _compare_structure(chunk, batch, *structure, reference, converter, eager, sdpa)
     finally:
         torch.set_num_threads(threads)
     return ParityReport(
@@ -278,7 +279,7 @@ def verify_folder(
 
 def _compare_batch(
     chunk: Sequence[tuple[str, str]],
-    tokenizer: Any,
+    batch: Mapping[str, torch.Tensor],
     model: Any,
     reference: torch.nn.Module,
     converter: Any,
@@ -286,7 +287,6 @@ def _compare_batch(
     sdpa: dict[str, float],
 ) -> None:
     """Max abs differences of one batch, folded into `eager` and `sdpa` (running maxima per output)."""
-    batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
     _, _, original_ids = converter(chunk)
     if not torch.equal(batch["input_ids"], original_ids):
         raise ParityError(f"Our tokenizer and fm's disagree on the token ids of {[n for n, _ in chunk]}.")
@@ -307,7 +307,7 @@ def _compare_batch(
 
 def _compare_structure(
     chunk: Sequence[tuple[str, str]],
-    tokenizer: Any,
+    batch: Mapping[str, torch.Tensor],
     original_head: torch.nn.Module,
     model: Any,
     reference: torch.nn.Module,
@@ -317,7 +317,6 @@ def _compare_structure(
 ) -> None:
     """Max abs difference of the pairing probabilities: fm's head on each sequence alone (its batched output depends
     on the padding), ours on the padded batch."""
-    batch = tokenizer([s for _, s in chunk], padding=True, return_tensors="pt")
     with torch.inference_mode():
         expected = []
         for record in chunk:
