@@ -13,6 +13,8 @@ Importing the package registers the models and tokenizers with the transformers 
 
 from .auto import AutoModelForContactPrediction, register_auto_classes
 from .configuration_rnafm import RnaFmConfig
+from .embedding import InvalidSequencesError, embed
+from .embedding_store import EmbeddingStore, embed_to_folder, load_embeddings
 from .modeling_rnafm import (
     RnaFmContactPredictionOutput,
     RnaFmForContactPrediction,
@@ -38,6 +40,8 @@ register_pipeline()
 __all__ = [
     "AutoModelForContactPrediction",
     "CheckpointError",
+    "EmbeddingStore",
+    "InvalidSequencesError",
     "RnaFmCodonTokenizer",
     "RnaFmConfig",
     "RnaFmContactPredictionOutput",
@@ -49,6 +53,9 @@ __all__ = [
     "RnaFmTokenizer",
     "RnaSecondaryStructurePipeline",
     "UnknownResidueWarning",
+    "embed",
+    "embed_to_folder",
+    "load_embeddings",
     "load_original_checkpoint",
     "read_original",
     "read_original_checkpoint",

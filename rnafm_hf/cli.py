@@ -1,5 +1,5 @@
-"""The `rnafm-hf` command: `rnafm-hf convert ...`, `rnafm-hf push ...`, `rnafm-hf fold ...` (`rnafm-hf SUBCOMMAND
---help` for each)."""
+"""The `rnafm-hf` command: `rnafm-hf convert ...`, `push ...`, `fold ...`, `embed ...` (`rnafm-hf SUBCOMMAND --help`
+for each)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,54 @@ def _fold(args: argparse.Namespace) -> int:
         + (f" ({skipped} skipped, listed above)" if skipped else "")
     )
     return 0 if folded else EXIT_BAD_INPUT
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .embedding_store import embed_to_folder
+
+    result = embed_to_folder(
+        args.fasta,
+        args.output,
+        args.model,
+        format=args.format,
+        layers=args.layers,
+        pooling=args.pooling,
+        long=args.long,
+        window_size=args.window_size,
+        window_stride=args.window_stride,
+        merge=args.window_merge,
+        batch_tokens=args.batch_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        skip_invalid=args.skip_invalid,
+        overwrite=args.overwrite,
+        shard_mb=args.shard_mb,
+        log=_say,
+    )
+    _end_processes()
+    skipped = f"; {len(result.skipped)} skipped (listed above)" if result.skipped else ""
+    earlier = f", {result.already_done} from an earlier run" if result.already_done else ""
+    print(f"Embedded {result.embedded} sequences into {result.output_dir}{earlier}{skipped}")
+    return 0
+
+
+def _end_processes() -> None:
+    """Close accelerate's process group, if `accelerate launch` started several processes: exiting with it open
+    can abort the process (gloo's threads are still up)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.destroy_process_group()
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer numbers such as -1,6; got {text!r}"
+        ) from None
 
 
 def _add_publish_options(parser: argparse.ArgumentParser) -> None:
@@ -215,12 +263,105 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fold.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     fold.set_defaults(handler=_fold)
+
+    _add_embed_parser(commands)
     return parser
+
+
+def _add_embed_parser(commands) -> None:
+    from .embedding import DEFAULT_BATCH_TOKENS, DTYPES, LONG_MODES, MERGES, POOLINGS
+    from .embedding_store import DEFAULT_SHARD_MB, STORE_FORMATS
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed every sequence of a FASTA file",
+        description="Embed every sequence of a FASTA file with a converted RNA-FM or mRNA-FM folder: one array per "
+        "sequence, (L, hidden) with <cls>/<eos> removed or pooled to (hidden,), plus index.tsv. Running the same "
+        "command again finishes an interrupted run. Under `accelerate launch -m rnafm_hf embed ...` the processes "
+        "share the work.",
+    )
+    embed.add_argument("fasta", help="FASTA file (plain or compressed)")
+    embed.add_argument("--model", default="rna-fm", help="converted folder or Hub id (default rna-fm)")
+    embed.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    embed.add_argument(
+        "--layers",
+        type=_layer_list,
+        default=[-1],
+        help="comma-separated layers: 0 = embeddings, -1 = last (default); several give a leading layer axis",
+    )
+    embed.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="none",
+        help="none: per-residue (L, hidden); mean: over the sequence's residues only; cls: the <cls> vector",
+    )
+    embed.add_argument(
+        "--format",
+        choices=STORE_FORMATS,
+        default="npy",
+        help="npy: one <id>.npy per sequence (default); safetensors: shards with an index, for large runs",
+    )
+    embed.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=DEFAULT_BATCH_TOKENS,
+        help=f"model tokens per batch, padding included (default {DEFAULT_BATCH_TOKENS})",
+    )
+    embed.add_argument("--device", help="torch device, e.g. cpu, cuda or cuda:1 (default: a GPU if any)")
+    embed.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="compute precision; bfloat16/float16 run under autocast, arrays stay float32 (float16: GPU only)",
+    )
+    embed.add_argument(
+        "--long",
+        choices=LONG_MODES,
+        default="error",
+        help="sequences over 1022 nt (codons for mRNA-FM): error (default, before any compute), truncate to the "
+        "first 1022, or window",
+    )
+    embed.add_argument("--window-size", type=int, help="tokens per window with --long window (default 1022)")
+    embed.add_argument(
+        "--window-stride", type=int, help="tokens between window starts (default half a window)"
+    )
+    embed.add_argument(
+        "--window-merge",
+        choices=MERGES,
+        default="mean",
+        help="mean: each position averaged over its windows (default); center: from the window where it is "
+        "farthest from a cut",
+    )
+    embed.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip (and list) duplicate ids, empty sequences, unknown characters instead of stopping",
+    )
+    embed.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier embed run in the output folder"
+    )
+    embed.add_argument(
+        "--shard-mb",
+        type=int,
+        default=DEFAULT_SHARD_MB,
+        help=f"size of safetensors shards in MB (default {DEFAULT_SHARD_MB})",
+    )
+    embed.set_defaults(handler=_embed)
+
+
+def _joined_layers(argv: Sequence[str]) -> list[str]:
+    """`--layers -1,6` -> `--layers=-1,6`: argparse takes "-1,6" for an option, not a value."""
+    joined, items = [], iter(argv)
+    for item in items:
+        if item == "--layers":
+            item = f"--layers={next(items, '')}"
+        joined.append(item)
+    return joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_layers(sys.argv[1:] if argv is None else argv))
     from .hub import PublishError
     from .verification import ParityError
 

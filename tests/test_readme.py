@@ -45,6 +45,13 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "torch.Size([56, 640])" in out and "56 True" in out and "1.0 0.75 0.857" in out
     assert (tmp_path / "structures" / "hairpin.bpseq").is_file()
+    assert "(640,)" in out and "(56, 640) 56" in out and "torch.Size([56, 640])" in out
+    assert (tmp_path / "embeddings" / "hairpin.npy").is_file()
+    assert (
+        "long\tshard-000-00001.safetensors\t3000\t3000\t5"
+        in (tmp_path / "long-embeddings/index.tsv").read_text()
+    )
+    assert "long\tlong.npy\t3000\t3000\t5" in (tmp_path / "long-2p/index.tsv").read_text()
 
 
 def test_conversion_commands_run(tmp_path):

@@ -1,0 +1,583 @@
+"""Embed many sequences: input checks, token-budget batching, long-sequence windows and pooling (`rnafm_hf.embed`).
+
+The per-sequence result is a float32 array: (L, hidden) per-residue vectors, `<cls>` and `<eos>` removed (L
+nucleotides for RNA-FM, L codons for mRNA-FM), or a (hidden,) vector with pooling; with several layers, a leading
+layer axis in the order asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fasta import read_fasta
+
+POOLINGS = ("none", "mean", "cls")
+LONG_MODES = ("error", "truncate", "window")
+MERGES = ("mean", "center")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_BATCH_TOKENS = 8192
+MAX_BATCH_PADDING = 0.1  # a longer piece starts a new batch rather than pad the others more than this
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One input sequence: its id, its 1-based number in the input, and its text (whitespace removed)."""
+
+    id: str
+    sequence: str
+    number: int
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    """An input that cannot be embedded, and why."""
+
+    number: int
+    id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"record {self.number} ({self.id!r}): {self.reason}"
+
+
+class InvalidSequencesError(ValueError):
+    """Raised before any compute when inputs cannot be embedded; `.invalid` lists them all."""
+
+    def __init__(self, invalid: Sequence[InvalidRecord]):
+        self.invalid = list(invalid)
+        listed = "\n".join(f"  {item}" for item in self.invalid[:MAX_LISTED])
+        more = f"\n  ... and {len(self.invalid) - MAX_LISTED} more" if len(self.invalid) > MAX_LISTED else ""
+        super().__init__(
+            f"{len(self.invalid)} input record(s) cannot be embedded:\n{listed}{more}\n"
+            "Fix them, or skip them with skip_invalid=True (--skip-invalid); skipped records are listed."
+        )
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """What is computed for each sequence; two runs with equal settings give the same arrays."""
+
+    layers: tuple[int, ...] = (-1,)
+    pooling: str = "none"
+    long: str = "error"
+    window_size: int | None = None
+    window_stride: int | None = None
+    merge: str = "mean"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("pooling", self.pooling, POOLINGS),
+            ("long", self.long, LONG_MODES),
+            ("merge", self.merge, MERGES),
+            ("dtype", self.dtype, tuple(DTYPES)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        if not self.layers:
+            raise ValueError("layers is empty; name at least one layer, e.g. -1 for the last.")
+        if self.long != "window" and (self.window_size is not None or self.window_stride is not None):
+            raise ValueError("window_size and window_stride apply to long='window' only.")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of one record fed to the model as a sequence of its own: the whole record, or one window."""
+
+    record: int  # index into the job's records
+    start: int  # in tokens (nucleotides or codons)
+    end: int
+    text: str
+
+
+@dataclass
+class RunStatistics:
+    """Counts for the closing report: sequences, residues, model tokens and padding, time."""
+
+    sequences: int = 0
+    nucleotides: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the computed (batch x longest) token slots that were padding."""
+        total = self.tokens + self.padded_tokens
+        return self.padded_tokens / total if total else 0.0
+
+    def summary(self) -> str:
+        rate = self.nucleotides / self.seconds if self.seconds else float("nan")
+        per_second = self.sequences / self.seconds if self.seconds else float("nan")
+        return (
+            f"Embedded {self.sequences} sequences ({self.nucleotides} nt) in {self.seconds:.1f} s: "
+            f"{per_second:.1f} sequences/s, {rate:.0f} nt/s; padding {100 * self.padding_fraction:.1f}% of the "
+            "computed tokens."
+        )
+
+
+def print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def plan_windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """
+    `[start, end)` windows of `size` tokens every `stride` tokens, plus one ending at `length` (unless the last
+    already does): every position is covered, by at most `ceil(size / stride) + 1` windows. A sequence of `size` or fewer tokens is one window.
+
+    ```python
+    >>> plan_windows(10, 4, 3)
+    [(0, 4), (3, 7), (6, 10)]
+    >>> plan_windows(11, 4, 3)
+    [(0, 4), (3, 7), (6, 10), (7, 11)]
+
+    ```
+    """
+    if not 1 <= stride <= size:
+        raise ValueError(f"The window stride must be between 1 and the window size ({size}); got {stride}.")
+    if length <= size:
+        return [(0, length)]
+    starts = [*range(0, length - size, stride), length - size]
+    return [(start, start + size) for start in starts]
+
+
+def stitch_windows(
+    windows: Sequence[tuple[int, int]], vectors: Sequence[np.ndarray], length: int, merge: str = "mean"
+) -> np.ndarray:
+    """
+    Per-position vectors of a whole sequence from those of its windows (each `(..., end - start, hidden)`).
+
+    `merge="mean"`: each position is the average over the windows that contain it. `merge="center"`: each position
+    comes from the window in which it is farthest from an edge (the most context on its shorter side; ties go to
+    the earlier window), so no vector is taken near a window's cut unless the sequence's own end is there.
+    """
+    leading = vectors[0].shape[:-2]
+    hidden = vectors[0].shape[-1]
+    if merge == "mean":
+        total = np.zeros((*leading, length, hidden), dtype=np.float64)
+        count = np.zeros(length, dtype=np.int64)
+        for (start, end), vector in zip(windows, vectors, strict=True):
+            total[..., start:end, :] += vector
+            count[start:end] += 1
+        return (total / count[:, None]).astype(np.float32)
+    if merge != "center":
+        raise ValueError(f"merge must be one of {', '.join(MERGES)}; got {merge!r}.")
+    positions = np.arange(length)
+    context = np.full((len(windows), length), -1, dtype=np.int64)
+    for k, (start, end) in enumerate(windows):
+        inside = slice(start, end)
+        # Distance to the nearer cut; a window edge at the sequence's own end is no cut.
+        left = positions[inside] - start if start > 0 else np.full(end - start, length)
+        right = end - 1 - positions[inside] if end < length else np.full(end - start, length)
+        context[k, inside] = np.minimum(left, right)
+    best = context.argmax(axis=0)
+    result = np.empty((*leading, length, hidden), dtype=np.float32)
+    for k, (start, _) in enumerate(windows):
+        chosen = np.flatnonzero(best == k)
+        result[..., chosen, :] = vectors[k][..., chosen - start, :]
+    return result
+
+
+def read_inputs(
+    inputs: str | os.PathLike | Mapping[str, str] | Iterable[str | tuple[str, str]],
+) -> list[SequenceRecord]:
+    """
+    Records from a FASTA path (plain or compressed), a `{id: sequence}` mapping, or an iterable of sequences
+    (ids `"0"`, `"1"`, ...) or `(id, sequence)` pairs. Whitespace inside a sequence is removed.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        path = Path(inputs)
+        if not path.is_file():
+            hint = (
+                " To embed a sequence itself, pass a list: embed(['ACGU...'])."
+                if isinstance(inputs, str)
+                else ""
+            )
+            raise FileNotFoundError(f"No FASTA file {os.fspath(inputs)!r}.{hint}")
+        pairs: Iterable = read_fasta(path)
+    elif isinstance(inputs, Mapping):
+        pairs = inputs.items()
+    else:
+        pairs = ((str(n), item) if isinstance(item, str) else item for n, item in enumerate(inputs))
+    records = []
+    for number, pair in enumerate(pairs, 1):
+        identifier, sequence = pair
+        records.append(SequenceRecord(str(identifier), "".join(str(sequence).split()), number))
+    return records
+
+
+def _unknown_letters(sequence: str, valid: str, k_mer: int) -> str | None:
+    bad = [(n, char) for n, char in enumerate(sequence) if char not in valid]
+    if not bad:
+        return None
+    unit = "codon" if k_mer == 3 else "nucleotide"
+    described = [
+        f"{char!r} at {n + 1}" + (f" (codon {n // 3 + 1})" if k_mer == 3 else "") for n, char in bad[:5]
+    ]
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f"not a {unit} of the model's alphabet ({' '.join(valid)}): {', '.join(described)}{more}"
+
+
+class Embedder:
+    """
+    A loaded RNA-FM or mRNA-FM encoder with its tokenizer and the settings of a run: checks inputs, plans pieces
+    and batches, runs the model and returns finished per-sequence arrays.
+    """
+
+    def __init__(
+        self, model, tokenizer, settings: EmbeddingSettings, device: str | torch.device | None = None
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        config = model.config
+        self.k_mer = config.k_mer
+        self.limit = config.max_tokens - 2  # tokens a sequence may have besides <cls> and <eos>
+        self.layers = self._normalised_layers(settings.layers, config.num_hidden_layers)
+        self.window_size = settings.window_size or self.limit
+        self.window_stride = settings.window_stride or max(1, self.window_size // 2)
+        if settings.long == "window":
+            if not 1 <= self.window_size <= self.limit:
+                raise ValueError(
+                    f"window_size must be between 1 and {self.limit} tokens; got {self.window_size}."
+                )
+            plan_windows(self.window_size + 1, self.window_size, self.window_stride)  # checks the stride
+        self.device = torch.device(device) if device is not None else model.device
+        self.compute_dtype = DTYPES[settings.dtype]
+        if self.compute_dtype == torch.float16 and self.device.type == "cpu":
+            raise ValueError("float16 needs a GPU; on CPU use bfloat16 (fast where the CPU has AVX512-BF16).")
+        self.model.to(self.device)
+        letters = tokenizer.valid_letters
+        self.valid_letters = letters if self.k_mer == 1 else "ACGU"
+
+    @staticmethod
+    def _normalised_layers(layers: Sequence[int], count: int) -> tuple[int, ...]:
+        """Layer numbers 0 (embeddings) .. count (last, after the final LayerNorm); negative ones count back."""
+        normalised = []
+        for layer in layers:
+            if not -(count + 1) <= layer <= count:
+                raise ValueError(
+                    f"Layer {layer} does not exist: the model has layers 0 (embeddings) to {count} (or -1 for "
+                    f"the last, down to {-(count + 1)})."
+                )
+            normalised.append(layer % (count + 1))
+        if len(set(normalised)) != len(normalised):
+            raise ValueError(f"Layers {list(layers)} name the same layer twice.")
+        return tuple(normalised)
+
+    # ---- input checks ----------------------------------------------------------------------------------------
+
+    def normalise(self, sequence: str) -> str:
+        return self.tokenizer._normalise_letters(sequence)
+
+    def tokens_of(self, sequence: str) -> int:
+        return len(sequence) // self.k_mer
+
+    def check(self, records: Sequence[SequenceRecord]) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
+        """Split records into those that can be embedded (normalised) and those that cannot, with reasons."""
+        valid, invalid, seen = [], [], {}
+        for record in records:
+            sequence = self.normalise(record.sequence)
+            reason = None
+            if not record.id:
+                reason = "the header has no id"
+            elif any(char in record.id for char in "\t\n\r") or record.id == "__metadata__":
+                reason = "ids may not hold tabs or line breaks, nor be __metadata__ (reserved by safetensors)"
+            elif record.id in seen:
+                reason = f"duplicate id (first at record {seen[record.id]})"
+            elif not sequence:
+                reason = "empty sequence"
+            elif self.k_mer == 3 and len(sequence) % 3:
+                reason = (
+                    f"length {len(sequence)} is not a multiple of 3 (remainder {len(sequence) % 3}); mRNA-FM "
+                    "reads whole codons from the first nucleotide"
+                )
+            else:
+                reason = _unknown_letters(sequence, self.valid_letters, self.k_mer)
+            if reason is None and self.settings.long == "error" and self.tokens_of(sequence) > self.limit:
+                unit = "codons" if self.k_mer == 3 else "nt"
+                reason = (
+                    f"{self.tokens_of(sequence)} {unit}, longer than the {self.limit} {unit} the model reads; "
+                    "use long='truncate' or long='window' (--long)"
+                )
+            seen.setdefault(record.id, record.number)
+            if reason is None:
+                valid.append(SequenceRecord(record.id, sequence, record.number))
+            else:
+                invalid.append(InvalidRecord(record.number, record.id, reason))
+        return valid, invalid
+
+    # ---- planning --------------------------------------------------------------------------------------------
+
+    def windows_of(self, record: SequenceRecord) -> list[tuple[int, int]]:
+        """The token ranges the model sees for a record (one unless it is long and windowed)."""
+        tokens = self.tokens_of(record.sequence)
+        if tokens <= self.limit:
+            return [(0, tokens)]
+        if self.settings.long == "truncate":
+            return [(0, self.limit)]
+        if self.settings.long == "window":
+            return plan_windows(tokens, self.window_size, self.window_stride)
+        raise ValueError(f"{record.id}: {tokens} tokens, longer than the model reads (long='error').")
+
+    def pieces_of(self, records: Sequence[SequenceRecord]) -> list[Piece]:
+        """All pieces, shortest first, so that batches hold similar lengths."""
+        pieces = [
+            Piece(index, start, end, record.sequence[start * self.k_mer : end * self.k_mer])
+            for index, record in enumerate(records)
+            for start, end in self.windows_of(record)
+        ]
+        pieces.sort(key=lambda piece: (len(piece.text), piece.record, piece.start))
+        return pieces
+
+    def batches_of(self, pieces: Sequence[Piece], batch_tokens: int) -> Iterator[list[Piece]]:
+        """
+        Consecutive pieces (shortest first) while `batch size x longest` (with `<cls>`, `<eos>`) stays within
+        `batch_tokens` and padding within `MAX_BATCH_PADDING` of the batch's slots.
+        """
+        batch: list[Piece] = []
+        tokens = 0
+        for piece in pieces:
+            width = len(piece.text) // self.k_mer + 2
+            slots = (len(batch) + 1) * width
+            if batch and (slots > batch_tokens or slots - tokens - width > MAX_BATCH_PADDING * slots):
+                yield batch
+                batch, tokens = [], 0
+            batch.append(piece)
+            tokens += width
+        if batch:
+            yield batch
+
+    # ---- compute ---------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states of the chosen layers, (layers, batch, tokens, hidden) in float32, and the attention mask."""
+        batch = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        use_autocast = self.compute_dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=use_autocast):
+            last_only = self.layers == (self.model.config.num_hidden_layers,)
+            output = self.model(**batch, output_hidden_states=not last_only)
+        states = [output.last_hidden_state] if last_only else [output.hidden_states[n] for n in self.layers]
+        return torch.stack(states).float(), batch["attention_mask"]
+
+    def plan(self, records: Sequence[SequenceRecord], batch_tokens: int) -> list[list[Piece]]:
+        """The batches that embed `records`. They depend only on the records and the budget, so a resumed or
+        data-parallel run computes every sequence in the very batch an uninterrupted one-process run does."""
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be positive; got {batch_tokens}.")
+        return list(self.batches_of(self.pieces_of(records), batch_tokens))
+
+    @staticmethod
+    def work_units(batches: Sequence[list[Piece]]) -> list[list[list[Piece]]]:
+        """Runs of consecutive batches that no record straddles (a long record's windows may fill several)."""
+        units: list[list[list[Piece]]] = []
+        for batch in batches:
+            if units and units[-1][-1][-1].record == batch[0].record:
+                units[-1].append(batch)
+            else:
+                units.append([batch])
+        return units
+
+    def run(
+        self,
+        records: Sequence[SequenceRecord],
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        progress: bool = True,
+        description: str = "Embedding",
+        statistics: RunStatistics | None = None,
+        batches: Sequence[list[Piece]] | None = None,
+        skip: Collection[int] = (),
+    ) -> Iterator[tuple[SequenceRecord, np.ndarray]]:
+        """
+        Yield `(record, array)` as each record is finished, in order of length: for all `records`, or for those
+        whose pieces are all in `batches` (from `plan`), except the record numbers (indices) in `skip`.
+        """
+        from huggingface_hub.utils import tqdm
+
+        statistics = statistics if statistics is not None else RunStatistics()
+        batches = self.plan(records, batch_tokens) if batches is None else batches
+        remaining: dict[int, int] = {}
+        for batch in batches:
+            for piece in batch:
+                remaining[piece.record] = remaining.get(piece.record, 0) + 1
+        wanted = {index for index in remaining if index not in skip}
+        done: dict[int, list[tuple[Piece, np.ndarray, np.ndarray]]] = {}
+        total_nt = sum(len(records[index].sequence) for index in wanted)
+        started = time.perf_counter()
+        with tqdm(total=total_nt, desc=description, unit="nt", unit_scale=True, disable=not progress) as bar:
+            for batch in batches:
+                if not any(piece.record in wanted for piece in batch):
+                    continue
+                states, attention_mask = self.forward([piece.text for piece in batch])
+                lengths = attention_mask.sum(-1)
+                statistics.tokens += int(lengths.sum())
+                statistics.padded_tokens += attention_mask.numel() - int(lengths.sum())
+                states = states.cpu().numpy()
+                for row, piece in enumerate(batch):
+                    if piece.record not in wanted:
+                        continue
+                    count = piece.end - piece.start
+                    residues = states[:, row, 1 : 1 + count]
+                    done.setdefault(piece.record, []).append((piece, residues, states[:, row, 0]))
+                    remaining[piece.record] -= 1
+                    if remaining[piece.record]:
+                        continue
+                    record = records[piece.record]
+                    array = self._finish(record, done.pop(piece.record))
+                    statistics.sequences += 1
+                    statistics.nucleotides += len(record.sequence)
+                    bar.update(len(record.sequence))
+                    elapsed = time.perf_counter() - started
+                    bar.set_postfix_str(f"{statistics.sequences / elapsed:.1f} seq/s", refresh=False)
+                    yield record, array
+        statistics.seconds += time.perf_counter() - started
+
+    def _finish(
+        self, record: SequenceRecord, parts: list[tuple[Piece, np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
+        """Stitch a record's pieces, pool, and drop the layer axis when one layer was asked for."""
+        parts.sort(key=lambda part: part[0].start)
+        windows = [(piece.start, piece.end) for piece, _, _ in parts]
+        length = windows[-1][1]
+        if len(parts) == 1:
+            residues = parts[0][1]
+        else:
+            residues = stitch_windows(
+                windows, [vectors for _, vectors, _ in parts], length, self.settings.merge
+            )
+        if self.settings.pooling == "mean":
+            array = residues.mean(axis=-2, dtype=np.float64).astype(np.float32)
+        elif self.settings.pooling == "cls":
+            # With windows: the mean of the windows' <cls> vectors.
+            array = np.mean([cls for _, _, cls in parts], axis=0, dtype=np.float64).astype(np.float32)
+        else:
+            array = residues
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return array[0] if len(self.layers) == 1 else array
+
+
+def load_encoder(model, tokenizer=None, device: str | torch.device | None = None):
+    """`(model, tokenizer)` from a folder or Hub id (the encoder of any RNA-FM folder), or a loaded model."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        if not Path(name).exists() and name.count("/") != 1:
+            raise FileNotFoundError(
+                f"No model folder {name!r}: convert an original checkpoint first (`rnafm-hf convert FILE --output "
+                f"{name}`), or name a Hub repo as OWNER/NAME."
+            )
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
+        model = AutoModel.from_pretrained(name)
+    elif tokenizer is None:
+        raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), tokenizer
+
+
+def embed(
+    inputs: str | os.PathLike | Mapping[str, str] | Iterable[str | tuple[str, str]],
+    model="rna-fm",
+    *,
+    tokenizer=None,
+    layers: int | Sequence[int] = -1,
+    pooling: str = "none",
+    long: str = "error",
+    window_size: int | None = None,
+    window_stride: int | None = None,
+    merge: str = "mean",
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str | None = None,
+    dtype: str = "float32",
+    skip_invalid: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print_to_stderr,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """
+    Embed sequences with RNA-FM or mRNA-FM and yield `(id, array)` per sequence, shortest first.
+
+    `inputs`: a FASTA path, `{id: sequence}`, or a list of sequences (ids "0", "1", ...) or `(id, sequence)`
+    pairs. `model`: a converted folder, a Hub id or a loaded `RnaFmModel` (then pass `tokenizer`). The array is
+    (L, hidden) float32 (`<cls>` and `<eos>` removed; L nucleotides, or codons for mRNA-FM); `pooling="mean"` gives
+    the mean over the sequence's own residues and `"cls"` the `<cls>` vector, each (hidden,); several `layers`
+    (0 = embeddings, -1 = last) add a leading layer axis, in the order given. Inputs are checked before any compute: duplicate ids,
+    empty sequences, unknown characters and (with `long="error"`) over-long sequences raise
+    `InvalidSequencesError` listing them, or are skipped and logged with `skip_invalid=True`. `long="truncate"`
+    keeps the first 1022 tokens (logged by id); `long="window"` embeds overlapping windows of `window_size` tokens
+    (default 1022) every `window_stride` (default half a window) and stitches them (`merge="mean"`: each position
+    averaged over the windows that contain it; `"center"`: taken from the window where it sits farthest from a cut).
+    Skipped, truncated and summary messages go to `log` (stderr by default; `None` silences them).
+    Batches hold up to `batch_tokens` model tokens, padding included; `dtype="bfloat16"`/`"float16"` runs the model
+    under autocast (arrays stay float32).
+
+    Example (a tiny random model; use a converted folder in practice):
+
+    ```python
+    >>> import rnafm_hf
+    >>> from rnafm_hf import RnaFmConfig, RnaFmModel, RnaFmTokenizer
+    >>> model = RnaFmModel(RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                                intermediate_size=64))
+    >>> vectors = dict(rnafm_hf.embed({"a": "GGGUGCGAUC", "b": "ACGU"}, model, tokenizer=RnaFmTokenizer(),
+    ...                               progress=False, log=None))
+    >>> vectors["a"].shape, vectors["b"].shape
+    ((10, 32), (4, 32))
+    >>> pooled = dict(rnafm_hf.embed(["ACGU"], model, tokenizer=RnaFmTokenizer(), pooling="mean",
+    ...                               layers=[0, -1], progress=False, log=None))
+    >>> pooled["0"].shape
+    (2, 32)
+
+    ```
+    """
+    settings = EmbeddingSettings(
+        layers=(layers,) if isinstance(layers, int) else tuple(layers),
+        pooling=pooling,
+        long=long,
+        window_size=window_size,
+        window_stride=window_stride,
+        merge=merge,
+        dtype=dtype,
+    )
+    records = read_inputs(inputs)
+    loaded, tokenizer = load_encoder(model, tokenizer, device)
+    embedder = Embedder(loaded, tokenizer, settings, device)
+    records, _ = checked_records(embedder, records, skip_invalid, log)
+    statistics = RunStatistics()
+    for record, array in embedder.run(records, batch_tokens, progress, statistics=statistics):
+        yield record.id, array
+    if log is not None:
+        log(statistics.summary())
+
+
+def checked_records(
+    embedder: Embedder,
+    records: Sequence[SequenceRecord],
+    skip_invalid: bool,
+    log: Callable[[str], None] | None,
+) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
+    """The records to embed and those skipped; invalid ones raise `InvalidSequencesError` unless `skip_invalid`."""
+    valid, invalid = embedder.check(records)
+    if invalid and not skip_invalid:
+        raise InvalidSequencesError(invalid)
+    if log is None:
+        return valid, invalid
+    for item in invalid:
+        log(f"Skipping {item}")
+    if embedder.settings.long == "truncate":  # named, so that nothing is shortened silently
+        for record in valid:
+            if embedder.tokens_of(record.sequence) > embedder.limit:
+                log(
+                    f"Truncating {record.id}: {len(record.sequence)} nt, embedding the first "
+                    f"{embedder.limit * embedder.k_mer} nt (long='truncate')."
+                )
+    return valid, invalid

@@ -1,0 +1,425 @@
+"""Embedding runs written to a folder (`rnafm-hf embed`): atomic files, resume, data-parallel processes, reading back.
+
+A folder holds `run.json` (the settings, model and input fingerprints), the arrays, and, once the run is complete,
+`index.tsv` (one row per sequence in input order: id, file, length, embedded length, windows). Arrays are either
+one `<id>.npy` per sequence (the original RNA-FM layout; ids made safe as file names) or `shard-*.safetensors`
+files whose tensor names are the ids (for large runs: few files, memory-mapped reads, no pickle). Every file
+appears under its final name only when complete, so a killed run never leaves a file that looks finished, and
+running the same command again embeds only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .embedding import (
+    DEFAULT_BATCH_TOKENS,
+    Embedder,
+    EmbeddingSettings,
+    InvalidRecord,
+    RunStatistics,
+    SequenceRecord,
+    checked_records,
+    load_encoder,
+    print_to_stderr,
+    read_inputs,
+)
+from .folding import safe_stems
+
+STORE_FORMATS = ("npy", "safetensors")
+RUN_FILE = "run.json"
+INDEX_FILE = "index.tsv"
+INDEX_HEADER = ("id", "file", "length", "embedded", "windows")
+SHARD_PREFIX = "shard-"
+PARTIAL_SUFFIX = ".partial"
+DEFAULT_SHARD_MB = 256
+
+
+def partial_path(path: Path) -> Path:
+    """Where a file is written before it is renamed into place (hidden, per process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temporary_path)`, then rename onto `path`: readers see the old file or the whole new one."""
+    temporary = partial_path(path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+class NpyWriter:
+    """One `<stem>.npy` per sequence, the original layout; stems are the ids made safe for file names."""
+
+    def __init__(self, folder: Path, ids: Sequence[str]):
+        self.folder = folder
+        self.files = {
+            identifier: f"{stem}.npy" for identifier, stem in zip(ids, safe_stems(ids), strict=True)
+        }
+
+    def completed(self) -> set[str]:
+        return {identifier for identifier, name in self.files.items() if (self.folder / name).is_file()}
+
+    def add(self, identifier: str, array: np.ndarray) -> None:
+        def save(temporary: Path) -> None:
+            with open(temporary, "wb") as handle:
+                np.save(handle, array)
+
+        write_atomically(self.folder / self.files[identifier], save)
+
+    def close(self) -> None:
+        pass
+
+    def locations(self) -> dict[str, str]:
+        return {identifier: name for identifier, name in self.files.items() if (self.folder / name).is_file()}
+
+
+class SafetensorsWriter:
+    """Arrays gathered into `shard-<process>-<n>.safetensors` files of about `shard_bytes`, tensor name = id."""
+
+    def __init__(self, folder: Path, process_index: int, shard_bytes: int):
+        self.folder = folder
+        self.prefix = f"{SHARD_PREFIX}{process_index:03d}-"
+        self.shard_bytes = shard_bytes
+        self.pending: dict[str, np.ndarray] = {}
+        self.pending_bytes = 0
+        numbers = [int(path.stem.rsplit("-", 1)[1]) for path in folder.glob(f"{self.prefix}*.safetensors")]
+        self.next_number = max(numbers, default=0) + 1
+
+    def shards(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{SHARD_PREFIX}*.safetensors"))
+
+    def completed(self) -> set[str]:
+        return set(self.locations())
+
+    def locations(self) -> dict[str, str]:
+        from safetensors import safe_open
+
+        found: dict[str, str] = {}
+        for shard in self.shards():
+            with safe_open(shard, framework="np") as handle:
+                for identifier in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    if identifier in found:
+                        raise RuntimeError(
+                            f"{identifier!r} is stored twice, in {found[identifier]} and {shard.name}."
+                        )
+                    found[identifier] = shard.name
+        return found
+
+    def add(self, identifier: str, array: np.ndarray) -> None:
+        self.pending[identifier] = array
+        self.pending_bytes += array.nbytes
+        if self.pending_bytes >= self.shard_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        from safetensors.numpy import save_file
+
+        if not self.pending:
+            return
+        path = self.folder / f"{self.prefix}{self.next_number:05d}.safetensors"
+        tensors = self.pending
+        write_atomically(path, lambda temporary: save_file(tensors, os.fspath(temporary)))
+        self.next_number += 1
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> None:
+        self.flush()
+
+
+def input_fingerprint(records: Iterable[SequenceRecord]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(f"{record.id}\t{record.sequence}\n".encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap identity of the weights: names, shapes and the first values of every tensor."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _clear(folder: Path) -> None:
+    """Remove what an earlier run wrote (only our own file names)."""
+    for pattern in (RUN_FILE, INDEX_FILE, "*.npy", f"{SHARD_PREFIX}*.safetensors", f".*{PARTIAL_SUFFIX}"):
+        for path in folder.glob(pattern):
+            path.unlink()
+
+
+def _check_folder(folder: Path, run: dict[str, Any], overwrite: bool) -> str:
+    """What to do with the output folder: "new", "resume" or "replace"; raise when it holds something else."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder; choose another --output.")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "new"
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise FileExistsError(
+            f"{folder} is not empty and holds no {RUN_FILE}: not written by rnafm-hf embed, so neither resumed nor "
+            "replaced. Choose another --output."
+        )
+    if overwrite:
+        return "replace"
+    earlier = json.loads(run_file.read_text(encoding="utf-8"))
+    differences = [key for key in sorted(set(run) | set(earlier)) if run.get(key) != earlier.get(key)]
+    if differences:
+        raise FileExistsError(
+            f"{folder} holds embeddings of another run (different {', '.join(differences)}); resuming would mix "
+            "them. Choose another --output, or pass --overwrite to replace them."
+        )
+    return "resume"
+
+
+@dataclass
+class EmbedResult:
+    """What `embed_to_folder` did."""
+
+    output_dir: Path
+    embedded: int  # sequences embedded by this call (all processes)
+    already_done: int  # sequences found complete from an earlier, interrupted call
+    skipped: list[InvalidRecord] = field(default_factory=list)
+    statistics: RunStatistics = field(default_factory=RunStatistics)
+
+
+def _process_state(device: str | None):
+    """accelerate's view of the processes (one, or those of `accelerate launch`) and this process's device."""
+    from accelerate import PartialState
+
+    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    state = PartialState(cpu=on_cpu)
+    if state.num_processes > 1:
+        if device not in (None, "cpu"):
+            raise ValueError(
+                "Under accelerate launch every process uses its own device; drop --device (or use --device cpu)."
+            )
+        device = "cpu" if on_cpu else os.fspath(state.device)
+    return state, device
+
+
+def embed_to_folder(
+    inputs: str | os.PathLike | Mapping[str, str] | Iterable[str | tuple[str, str]],
+    output_dir: str | os.PathLike,
+    model="rna-fm",
+    *,
+    tokenizer=None,
+    format: str = "npy",
+    layers: int | Sequence[int] = -1,
+    pooling: str = "none",
+    long: str = "error",
+    window_size: int | None = None,
+    window_stride: int | None = None,
+    merge: str = "mean",
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str | None = None,
+    dtype: str = "float32",
+    skip_invalid: bool = False,
+    overwrite: bool = False,
+    shard_mb: int = DEFAULT_SHARD_MB,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print_to_stderr,
+) -> EmbedResult:
+    """
+    Embed every sequence of `inputs` (see [`rnafm_hf.embed`] for the inputs and options) into `output_dir`, as
+    one `.npy` per sequence or as safetensors shards of about `shard_mb` MB (`format="safetensors"`), with
+    `index.tsv` listing where each sequence is. Calling it again with the same inputs and settings finishes an
+    interrupted run, embedding only what is missing; other settings need another folder or `overwrite=True`.
+    Under `accelerate launch` each process embeds a disjoint share (every n-th sequence by length) into the same
+    folder. Read the result with [`load_embeddings`].
+
+    Example:
+
+    ```python
+    >>> from rnafm_hf import embed_to_folder, load_embeddings
+    >>> embed_to_folder("example.fasta", "embeddings", "rna-fm")  # doctest: +SKIP
+    >>> load_embeddings("embeddings")["3owz_A"].shape  # doctest: +SKIP
+    (88, 640)
+
+    ```
+    """
+    if format not in STORE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(STORE_FORMATS)}; got {format!r}.")
+    if shard_mb <= 0:
+        raise ValueError(f"shard_mb must be positive; got {shard_mb}.")
+    settings = EmbeddingSettings(
+        layers=(layers,) if isinstance(layers, int) else tuple(layers),
+        pooling=pooling,
+        long=long,
+        window_size=window_size,
+        window_stride=window_stride,
+        merge=merge,
+        dtype=dtype,
+    )
+    folder = Path(output_dir)
+    records = read_inputs(inputs)
+    state, device = _process_state(device)
+    main_log = log if state.is_main_process else None
+    loaded, tokenizer = load_encoder(model, tokenizer, device)
+    embedder = Embedder(loaded, tokenizer, settings, device)
+    valid, skipped = checked_records(embedder, records, skip_invalid, main_log)
+    run = {
+        "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+        "model_fingerprint": model_fingerprint(loaded),
+        "input_fingerprint": input_fingerprint(records),
+        "format": format,
+        "settings": {**asdict(settings), "layers": list(embedder.layers)},
+    }
+
+    action = _check_folder(folder, run, overwrite)
+    state.wait_for_everyone()  # every process has read the folder before it changes
+    if state.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        if action == "replace":
+            _clear(folder)
+        for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
+            leftover.unlink()  # from a killed run
+        if action != "resume":
+            write_text_atomically(folder / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    state.wait_for_everyone()
+
+    ids = [record.id for record in valid]
+    writer = (
+        NpyWriter(folder, ids)
+        if format == "npy"
+        else SafetensorsWriter(folder, state.process_index, shard_mb * 2**20)
+    )
+    completed = writer.completed()
+    state.wait_for_everyone()  # every process has seen the same completed set before any writes
+    skip = {index for index, record in enumerate(valid) if record.id in completed}
+    units = [
+        unit
+        for unit in embedder.work_units(embedder.plan(valid, batch_tokens))
+        if any(piece.record not in skip for batch in unit for piece in batch)
+    ]
+    # Whole units of batches, dealt out in turn: every process gets lengths from short to long.
+    share = [batch for unit in units[state.process_index :: state.num_processes] for batch in unit]
+    remaining = len(valid) - len(skip)
+    if main_log is not None:
+        if completed:
+            main_log(f"Resuming: {len(completed)} of {len(valid)} sequences are already in {folder}.")
+        if state.num_processes > 1:
+            main_log(f"{state.num_processes} processes share {remaining} sequences.")
+
+    statistics = RunStatistics()
+    if remaining:
+        description = (
+            "Embedding" if state.num_processes == 1 else f"Embedding (process 1 of {state.num_processes})"
+        )
+        for record, array in embedder.run(
+            valid, batch_tokens, progress and state.is_main_process, description, statistics, share, skip
+        ):
+            writer.add(record.id, array)
+        writer.close()
+        statistics = _combined(statistics, state)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _write_index(folder, valid, writer.locations(), embedder)
+        if main_log is not None:
+            main_log(statistics.summary() if remaining else f"Nothing left to embed in {folder}.")
+    state.wait_for_everyone()
+    return EmbedResult(folder, statistics.sequences, len(completed), skipped, statistics)
+
+
+def _combined(statistics: RunStatistics, state) -> RunStatistics:
+    """The statistics of all processes added up (the slowest process's time)."""
+    if state.num_processes == 1:
+        return statistics
+    from accelerate.utils import gather_object
+
+    parts = gather_object([asdict(statistics)])
+    total = RunStatistics()
+    for part in parts:
+        for key in ("sequences", "nucleotides", "tokens", "padded_tokens"):
+            setattr(total, key, getattr(total, key) + part[key])
+        total.seconds = max(total.seconds, part["seconds"])
+    return total
+
+
+def _write_index(
+    folder: Path, valid: Sequence[SequenceRecord], locations: Mapping[str, str], embedder: Embedder
+) -> None:
+    """`index.tsv`, written last: its presence means every sequence is stored exactly once."""
+    missing = [record.id for record in valid if record.id not in locations]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} sequences are missing from {folder} (first: {missing[:5]}); run the same command "
+            "again to finish them."
+        )
+    lines = ["\t".join(INDEX_HEADER)]
+    for record in valid:
+        windows = embedder.windows_of(record)
+        embedded = (windows[-1][1] - windows[0][0]) * embedder.k_mer
+        row = (record.id, locations[record.id], len(record.sequence), embedded, len(windows))
+        lines.append("\t".join(str(value) for value in row))
+    write_text_atomically(folder / INDEX_FILE, "\n".join(lines) + "\n")
+
+
+class EmbeddingStore(Mapping[str, np.ndarray]):
+    """
+    The arrays of a finished `rnafm-hf embed` folder, by id, in input order: `store[id]`, `len(store)`,
+    iteration over ids, `store.info(id)` (file, length, embedded length, windows) and `store.run` (the settings).
+    Safetensors shards are memory-mapped and opened once.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_FILE
+        if not index.is_file():
+            raise FileNotFoundError(
+                f"{self.folder} has no {INDEX_FILE}: no finished embedding run there (an interrupted run finishes "
+                "when the same rnafm-hf embed command is run again)."
+            )
+        self.run = json.loads((self.folder / RUN_FILE).read_text(encoding="utf-8"))
+        lines = index.read_text(encoding="utf-8").splitlines()
+        self._rows: dict[str, dict[str, Any]] = {}
+        for line in lines[1:]:
+            identifier, name, length, embedded, windows = line.split("\t")
+            self._rows[identifier] = {
+                "file": name,
+                "length": int(length),
+                "embedded": int(embedded),
+                "windows": int(windows),
+            }
+        self._handles: dict[str, Any] = {}
+
+    def __getitem__(self, identifier: str) -> np.ndarray:
+        name = self._rows[identifier]["file"]
+        if name.endswith(".npy"):
+            return np.load(self.folder / name)
+        if name not in self._handles:
+            from safetensors import safe_open
+
+            self._handles[name] = safe_open(self.folder / name, framework="np")
+        return self._handles[name].get_tensor(identifier)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def info(self, identifier: str) -> dict[str, Any]:
+        return dict(self._rows[identifier])
+
+
+def load_embeddings(folder: str | os.PathLike) -> EmbeddingStore:
+    """Open a finished `rnafm-hf embed` output folder (either format) as a read-only mapping id -> array."""
+    return EmbeddingStore(folder)
