@@ -102,40 +102,47 @@ def _fold(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     from .embedding_store import embed_to_folder
 
-    result = embed_to_folder(
-        args.fasta,
-        args.output,
-        args.model,
-        format=args.format,
-        layers=args.layers,
-        pooling=args.pooling,
-        long=args.long,
-        window_size=args.window_size,
-        window_stride=args.window_stride,
-        merge=args.window_merge,
-        batch_tokens=args.batch_tokens,
-        device=args.device,
-        dtype=args.dtype,
-        skip_invalid=args.skip_invalid,
-        overwrite=args.overwrite,
-        shard_mb=args.shard_mb,
-        log=_say,
-    )
-    _end_processes()
-    skipped = f"; {len(result.skipped)} skipped (listed above)" if result.skipped else ""
-    earlier = f", {result.already_done} from an earlier run" if result.already_done else ""
-    print(f"Embedded {result.embedded} sequences into {result.output_dir}{earlier}{skipped}")
+    try:
+        result = embed_to_folder(
+            args.fasta,
+            args.output,
+            args.model,
+            format=args.format,
+            layers=args.layers,
+            pooling=args.pooling,
+            long=args.long,
+            window_size=args.window_size,
+            window_stride=args.window_stride,
+            merge=args.window_merge,
+            batch_tokens=args.batch_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            skip_invalid=args.skip_invalid,
+            overwrite=args.overwrite,
+            shard_mb=args.shard_mb,
+            log=_say,
+        )
+    finally:
+        is_main = _end_processes()
+    if is_main:
+        skipped = f"; {len(result.skipped)} skipped (listed above)" if result.skipped else ""
+        earlier = f", {result.already_done} from an earlier run" if result.already_done else ""
+        print(f"Embedded {result.embedded} sequences into {result.output_dir}{earlier}{skipped}")
     return 0
 
 
-def _end_processes() -> None:
-    """Close accelerate's process group, if `accelerate launch` started several processes: exiting with it open
-    can abort the process (gloo's threads are still up)."""
+def _end_processes() -> bool:
+    """Close accelerate's process group, if `accelerate launch` started several processes (exiting with it open
+    can abort the process: gloo's threads are still up); True in the main process."""
     from accelerate import PartialState
 
+    if not PartialState._shared_state:  # failed before the processes met
+        return True
     state = PartialState()
+    is_main = state.is_main_process
     if state.num_processes > 1:
         state.destroy_process_group()
+    return is_main
 
 
 def _layer_list(text: str) -> list[int]:
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .original_checkpoint import KINDS
 
     parser = argparse.ArgumentParser(
-        prog="rnafm-hf", description="RNA-FM and mRNA-FM for Hugging Face transformers."
+        prog="rnafm-hf", description="RNA-FM and mRNA-FM for Hugging Face transformers.", allow_abbrev=False
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -270,10 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_embed_parser(commands) -> None:
     from .embedding import DEFAULT_BATCH_TOKENS, DTYPES, LONG_MODES, MERGES, POOLINGS
-    from .embedding_store import DEFAULT_SHARD_MB, STORE_FORMATS
+    from .embedding_store import DEFAULT_SHARD_MB, SHARD_SECONDS, STORE_FORMATS
 
     embed = commands.add_parser(
         "embed",
+        allow_abbrev=False,
         help="embed every sequence of a FASTA file",
         description="Embed every sequence of a FASTA file with a converted RNA-FM or mRNA-FM folder: one array per "
         "sequence, (L, hidden) with <cls>/<eos> removed or pooled to (hidden,), plus index.tsv. Running the same "
@@ -293,7 +301,8 @@ def _add_embed_parser(commands) -> None:
         "--pooling",
         choices=POOLINGS,
         default="none",
-        help="none: per-residue (L, hidden); mean: over the sequence's residues only; cls: the <cls> vector",
+        help="none: per-residue (L, hidden); mean: over the sequence's residues only; cls: the <cls> vector "
+        "(with windows: the mean of the windows' <cls> vectors)",
     )
     embed.add_argument(
         "--format",
@@ -338,13 +347,16 @@ def _add_embed_parser(commands) -> None:
         help="skip (and list) duplicate ids, empty sequences, unknown characters instead of stopping",
     )
     embed.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier embed run in the output folder"
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier embed run in the output folder (its .npy files and shards are removed)",
     )
     embed.add_argument(
         "--shard-mb",
         type=int,
         default=DEFAULT_SHARD_MB,
-        help=f"size of safetensors shards in MB (default {DEFAULT_SHARD_MB})",
+        help=f"size of safetensors shards in MB (default {DEFAULT_SHARD_MB}; a shard is also closed after "
+        f"{SHARD_SECONDS} s of work, so a killed run loses at most that)",
     )
     embed.set_defaults(handler=_embed)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fasta import read_fasta
+from .fasta import read_fasta, unknown_letters
 
 POOLINGS = ("none", "mean", "cls")
 LONG_MODES = ("error", "truncate", "window")
@@ -88,6 +88,11 @@ class EmbeddingSettings:
         if self.long != "window" and (self.window_size is not None or self.window_stride is not None):
             raise ValueError("window_size and window_stride apply to long='window' only.")
 
+    @classmethod
+    def of(cls, layers: int | Sequence[int] = -1, **options) -> EmbeddingSettings:
+        """Settings from the keyword arguments of `embed`; one layer may be given as an int."""
+        return cls(layers=(layers,) if isinstance(layers, int) else tuple(layers), **options)
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -123,6 +128,11 @@ class RunStatistics:
             f"{per_second:.1f} sequences/s, {rate:.0f} nt/s; padding {100 * self.padding_fraction:.1f}% of the "
             "computed tokens."
         )
+
+
+def check_batch_tokens(batch_tokens: int) -> None:
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be positive; got {batch_tokens}.")
 
 
 def print_to_stderr(message: str) -> None:
@@ -210,21 +220,13 @@ def read_inputs(
         pairs = ((str(n), item) if isinstance(item, str) else item for n, item in enumerate(inputs))
     records = []
     for number, pair in enumerate(pairs, 1):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(
+                f"Input {number} is {pair!r}: expected a sequence string or an (id, sequence) pair."
+            )
         identifier, sequence = pair
         records.append(SequenceRecord(str(identifier), "".join(str(sequence).split()), number))
     return records
-
-
-def _unknown_letters(sequence: str, valid: str, k_mer: int) -> str | None:
-    bad = [(n, char) for n, char in enumerate(sequence) if char not in valid]
-    if not bad:
-        return None
-    unit = "codon" if k_mer == 3 else "nucleotide"
-    described = [
-        f"{char!r} at {n + 1}" + (f" (codon {n // 3 + 1})" if k_mer == 3 else "") for n, char in bad[:5]
-    ]
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return f"not a {unit} of the model's alphabet ({' '.join(valid)}): {', '.join(described)}{more}"
 
 
 class Embedder:
@@ -243,8 +245,10 @@ class Embedder:
         self.k_mer = config.k_mer
         self.limit = config.max_tokens - 2  # tokens a sequence may have besides <cls> and <eos>
         self.layers = self._normalised_layers(settings.layers, config.num_hidden_layers)
-        self.window_size = settings.window_size or self.limit
-        self.window_stride = settings.window_stride or max(1, self.window_size // 2)
+        self.window_size = self.limit if settings.window_size is None else settings.window_size
+        self.window_stride = (
+            max(1, self.window_size // 2) if settings.window_stride is None else settings.window_stride
+        )
         if settings.long == "window":
             if not 1 <= self.window_size <= self.limit:
                 raise ValueError(
@@ -256,8 +260,27 @@ class Embedder:
         if self.compute_dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("float16 needs a GPU; on CPU use bfloat16 (fast where the CPU has AVX512-BF16).")
         self.model.to(self.device)
-        letters = tokenizer.valid_letters
-        self.valid_letters = letters if self.k_mer == 1 else "ACGU"
+        self.valid_letters = tokenizer.valid_letters
+        tokenizer_k_mer = len(tokenizer.token_pattern)  # "." or "..."
+        if tokenizer_k_mer != self.k_mer:
+            raise ValueError(
+                f"{type(tokenizer).__name__} reads {tokenizer_k_mer} nucleotide(s) per token but the model "
+                f"{self.k_mer}: load the tokenizer saved with the model (RnaFmTokenizer for RNA-FM, "
+                "RnaFmCodonTokenizer for mRNA-FM)."
+            )
+
+    def effective_settings(self) -> dict[str, object]:
+        """The settings as applied: layer numbers counted from 0, window sizes only when windowing."""
+        windows = self.settings.long == "window"
+        return {
+            "layers": list(self.layers),
+            "pooling": self.settings.pooling,
+            "long": self.settings.long,
+            "window_size": self.window_size if windows else None,
+            "window_stride": self.window_stride if windows else None,
+            "merge": self.settings.merge if windows else None,
+            "dtype": self.settings.dtype,
+        }
 
     @staticmethod
     def _normalised_layers(layers: Sequence[int], count: int) -> tuple[int, ...]:
@@ -301,8 +324,8 @@ class Embedder:
                     f"length {len(sequence)} is not a multiple of 3 (remainder {len(sequence) % 3}); mRNA-FM "
                     "reads whole codons from the first nucleotide"
                 )
-            else:
-                reason = _unknown_letters(sequence, self.valid_letters, self.k_mer)
+            elif unknown := unknown_letters(sequence, self.valid_letters, self.k_mer):
+                reason = f"letters outside the model's alphabet ({' '.join(self.valid_letters)}): {unknown}"
             if reason is None and self.settings.long == "error" and self.tokens_of(sequence) > self.limit:
                 unit = "codons" if self.k_mer == 3 else "nt"
                 reason = (
@@ -342,7 +365,8 @@ class Embedder:
     def batches_of(self, pieces: Sequence[Piece], batch_tokens: int) -> Iterator[list[Piece]]:
         """
         Consecutive pieces (shortest first) while `batch size x longest` (with `<cls>`, `<eos>`) stays within
-        `batch_tokens` and padding within `MAX_BATCH_PADDING` of the batch's slots.
+        `batch_tokens` and padding within `MAX_BATCH_PADDING` of the batch's slots; a piece longer than the budget
+        is a batch of its own.
         """
         batch: list[Piece] = []
         tokens = 0
@@ -362,7 +386,9 @@ class Embedder:
     @torch.inference_mode()
     def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states of the chosen layers, (layers, batch, tokens, hidden) in float32, and the attention mask."""
-        batch = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        # Right padding whatever the tokenizer's setting: the residue rows are cut as 1 .. L.
+        batch = self.tokenizer(list(texts), padding=True, padding_side="right", return_tensors="pt")
+        batch = batch.to(self.device)
         use_autocast = self.compute_dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=use_autocast):
             last_only = self.layers == (self.model.config.num_hidden_layers,)
@@ -373,8 +399,7 @@ class Embedder:
     def plan(self, records: Sequence[SequenceRecord], batch_tokens: int) -> list[list[Piece]]:
         """The batches that embed `records`. They depend only on the records and the budget, so a resumed or
         data-parallel run computes every sequence in the very batch an uninterrupted one-process run does."""
-        if batch_tokens < 1:
-            raise ValueError(f"batch_tokens must be positive; got {batch_tokens}.")
+        check_batch_tokens(batch_tokens)
         return list(self.batches_of(self.pieces_of(records), batch_tokens))
 
     @staticmethod
@@ -478,7 +503,8 @@ def load_encoder(model, tokenizer=None, device: str | torch.device | None = None
                 f"{name}`), or name a Hub repo as OWNER/NAME."
             )
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
-        model = AutoModel.from_pretrained(name)
+        # float32 weights whatever the folder stores: --dtype decides the compute precision.
+        model = AutoModel.from_pretrained(name, dtype=torch.float32)
     elif tokenizer is None:
         raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
     if device is None:
@@ -539,8 +565,8 @@ def embed(
 
     ```
     """
-    settings = EmbeddingSettings(
-        layers=(layers,) if isinstance(layers, int) else tuple(layers),
+    settings = EmbeddingSettings.of(
+        layers,
         pooling=pooling,
         long=long,
         window_size=window_size,
@@ -548,6 +574,7 @@ def embed(
         merge=merge,
         dtype=dtype,
     )
+    check_batch_tokens(batch_tokens)
     records = read_inputs(inputs)
     loaded, tokenizer = load_encoder(model, tokenizer, device)
     embedder = Embedder(loaded, tokenizer, settings, device)
@@ -566,9 +593,13 @@ def checked_records(
     log: Callable[[str], None] | None,
 ) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
     """The records to embed and those skipped; invalid ones raise `InvalidSequencesError` unless `skip_invalid`."""
+    if not records:
+        raise ValueError("The input holds no sequences.")
     valid, invalid = embedder.check(records)
     if invalid and not skip_invalid:
         raise InvalidSequencesError(invalid)
+    if not valid:
+        raise InvalidSequencesError(invalid)  # every record skipped: nothing would be embedded
     if log is None:
         return valid, invalid
     for item in invalid:

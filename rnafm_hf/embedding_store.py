@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,13 @@ from .embedding import (
     InvalidRecord,
     RunStatistics,
     SequenceRecord,
+    check_batch_tokens,
     checked_records,
     load_encoder,
     print_to_stderr,
     read_inputs,
 )
-from .folding import safe_stems
+from .fasta import safe_stems
 
 STORE_FORMATS = ("npy", "safetensors")
 RUN_FILE = "run.json"
@@ -42,6 +45,8 @@ INDEX_HEADER = ("id", "file", "length", "embedded", "windows")
 SHARD_PREFIX = "shard-"
 PARTIAL_SUFFIX = ".partial"
 DEFAULT_SHARD_MB = 256
+SHARD_SECONDS = 120  # a shard is also closed after this long, so a kill loses at most this much work
+PROCESS_GROUP_HOURS = 24
 
 
 def partial_path(path: Path) -> Path:
@@ -90,7 +95,8 @@ class NpyWriter:
 
 
 class SafetensorsWriter:
-    """Arrays gathered into `shard-<process>-<n>.safetensors` files of about `shard_bytes`, tensor name = id."""
+    """Arrays gathered into `shard-<process>-<n>.safetensors` files of about `shard_bytes` (or what
+    `SHARD_SECONDS` of work gives, if less), tensor name = id."""
 
     def __init__(self, folder: Path, process_index: int, shard_bytes: int):
         self.folder = folder
@@ -98,6 +104,7 @@ class SafetensorsWriter:
         self.shard_bytes = shard_bytes
         self.pending: dict[str, np.ndarray] = {}
         self.pending_bytes = 0
+        self.opened = time.monotonic()
         numbers = [int(path.stem.rsplit("-", 1)[1]) for path in folder.glob(f"{self.prefix}*.safetensors")]
         self.next_number = max(numbers, default=0) + 1
 
@@ -122,9 +129,11 @@ class SafetensorsWriter:
         return found
 
     def add(self, identifier: str, array: np.ndarray) -> None:
+        if not self.pending:
+            self.opened = time.monotonic()
         self.pending[identifier] = array
         self.pending_bytes += array.nbytes
-        if self.pending_bytes >= self.shard_bytes:
+        if self.pending_bytes >= self.shard_bytes or time.monotonic() - self.opened >= SHARD_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -169,8 +178,8 @@ def _check_folder(folder: Path, run: dict[str, Any], overwrite: bool) -> str:
     """What to do with the output folder: "new", "resume" or "replace"; raise when it holds something else."""
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is not a folder; choose another --output.")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return "new"
+    if not folder.is_dir() or not any(not path.name.endswith(PARTIAL_SUFFIX) for path in folder.iterdir()):
+        return "new"  # empty, or only what a run killed while writing run.json left
     run_file = folder / RUN_FILE
     if not run_file.is_file():
         raise FileExistsError(
@@ -180,7 +189,8 @@ def _check_folder(folder: Path, run: dict[str, Any], overwrite: bool) -> str:
     if overwrite:
         return "replace"
     earlier = json.loads(run_file.read_text(encoding="utf-8"))
-    differences = [key for key in sorted(set(run) | set(earlier)) if run.get(key) != earlier.get(key)]
+    compared = (set(run) | set(earlier)) - {"model"}  # the folder's name may change; its fingerprint may not
+    differences = [key for key in sorted(compared) if run.get(key) != earlier.get(key)]
     if differences:
         raise FileExistsError(
             f"{folder} holds embeddings of another run (different {', '.join(differences)}); resuming would mix "
@@ -205,13 +215,15 @@ def _process_state(device: str | None):
     from accelerate import PartialState
 
     on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
-    state = PartialState(cpu=on_cpu)
+    # Processes wait for each other while the first one clears or indexes the folder, and the last share may
+    # take longer than the rest: far longer than the 10-minute default of a process group.
+    state = PartialState(cpu=on_cpu, timeout=timedelta(hours=PROCESS_GROUP_HOURS))
     if state.num_processes > 1:
         if device not in (None, "cpu"):
             raise ValueError(
                 "Under accelerate launch every process uses its own device; drop --device (or use --device cpu)."
             )
-        device = "cpu" if on_cpu else os.fspath(state.device)
+        device = "cpu" if on_cpu else str(state.device)
     return state, device
 
 
@@ -241,7 +253,8 @@ def embed_to_folder(
     Embed every sequence of `inputs` (see [`rnafm_hf.embed`] for the inputs and options) into `output_dir`, as
     one `.npy` per sequence or as safetensors shards of about `shard_mb` MB (`format="safetensors"`), with
     `index.tsv` listing where each sequence is. Calling it again with the same inputs and settings finishes an
-    interrupted run, embedding only what is missing; other settings need another folder or `overwrite=True`.
+    interrupted run, embedding only what is missing, in the batches the first call planned; other settings need
+    another folder or `overwrite=True` (which removes the earlier run's `.npy` files and shards).
     Under `accelerate launch` each process embeds a disjoint share (every n-th sequence by length) into the same
     folder. Read the result with [`load_embeddings`].
 
@@ -250,8 +263,8 @@ def embed_to_folder(
     ```python
     >>> from rnafm_hf import embed_to_folder, load_embeddings
     >>> embed_to_folder("example.fasta", "embeddings", "rna-fm")  # doctest: +SKIP
-    >>> load_embeddings("embeddings")["3owz_A"].shape  # doctest: +SKIP
-    (88, 640)
+    >>> load_embeddings("embeddings")["hairpin"].shape  # doctest: +SKIP
+    (56, 640)
 
     ```
     """
@@ -259,8 +272,8 @@ def embed_to_folder(
         raise ValueError(f"format must be one of {', '.join(STORE_FORMATS)}; got {format!r}.")
     if shard_mb <= 0:
         raise ValueError(f"shard_mb must be positive; got {shard_mb}.")
-    settings = EmbeddingSettings(
-        layers=(layers,) if isinstance(layers, int) else tuple(layers),
+    settings = EmbeddingSettings.of(
+        layers,
         pooling=pooling,
         long=long,
         window_size=window_size,
@@ -268,6 +281,7 @@ def embed_to_folder(
         merge=merge,
         dtype=dtype,
     )
+    check_batch_tokens(batch_tokens)
     folder = Path(output_dir)
     records = read_inputs(inputs)
     state, device = _process_state(device)
@@ -280,7 +294,8 @@ def embed_to_folder(
         "model_fingerprint": model_fingerprint(loaded),
         "input_fingerprint": input_fingerprint(records),
         "format": format,
-        "settings": {**asdict(settings), "layers": list(embedder.layers)},
+        # Everything that changes a number; the batches too, as they decide the floating-point sums.
+        "settings": {**embedder.effective_settings(), "batch_tokens": batch_tokens},
     }
 
     action = _check_folder(folder, run, overwrite)
@@ -309,8 +324,7 @@ def embed_to_folder(
         for unit in embedder.work_units(embedder.plan(valid, batch_tokens))
         if any(piece.record not in skip for batch in unit for piece in batch)
     ]
-    # Whole units of batches, dealt out in turn: every process gets lengths from short to long.
-    share = [batch for unit in units[state.process_index :: state.num_processes] for batch in unit]
+    share = [batch for unit in _dealt(units, state.num_processes)[state.process_index] for batch in unit]
     remaining = len(valid) - len(skip)
     if main_log is not None:
         if completed:
@@ -336,6 +350,18 @@ def embed_to_folder(
             main_log(statistics.summary() if remaining else f"Nothing left to embed in {folder}.")
     state.wait_for_everyone()
     return EmbedResult(folder, statistics.sequences, len(completed), skipped, statistics)
+
+
+def _dealt(units: Sequence[list[list]], processes: int) -> list[list[list[list]]]:
+    """Whole units of batches, each to the process with the fewest padded tokens so far (the first on ties):
+    shares of equal work, each from short to long, the same in every process."""
+    shares: list[list[list[list]]] = [[] for _ in range(processes)]
+    loads = [0] * processes
+    for unit in units:
+        target = loads.index(min(loads))
+        shares[target].append(unit)
+        loads[target] += sum(len(batch) * (len(batch[-1].text) + 2) for batch in unit)
+    return shares
 
 
 def _combined(statistics: RunStatistics, state) -> RunStatistics:
@@ -388,7 +414,7 @@ class EmbeddingStore(Mapping[str, np.ndarray]):
                 "when the same rnafm-hf embed command is run again)."
             )
         self.run = json.loads((self.folder / RUN_FILE).read_text(encoding="utf-8"))
-        lines = index.read_text(encoding="utf-8").splitlines()
+        lines = index.read_text(encoding="utf-8").rstrip("\n").split("\n")  # ids may hold other line breaks
         self._rows: dict[str, dict[str, Any]] = {}
         for line in lines[1:]:
             identifier, name, length, embedded, windows = line.split("\t")
@@ -410,6 +436,9 @@ class EmbeddingStore(Mapping[str, np.ndarray]):
             self._handles[name] = safe_open(self.folder / name, framework="np")
         return self._handles[name].get_tensor(identifier)
 
+    def __contains__(self, identifier: object) -> bool:
+        return identifier in self._rows
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows)
 
@@ -418,6 +447,16 @@ class EmbeddingStore(Mapping[str, np.ndarray]):
 
     def info(self, identifier: str) -> dict[str, Any]:
         return dict(self._rows[identifier])
+
+    def close(self) -> None:
+        """Release the open shards (also on leaving a `with` block)."""
+        self._handles.clear()
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def load_embeddings(folder: str | os.PathLike) -> EmbeddingStore:

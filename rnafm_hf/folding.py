@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .fasta import read_fasta
+from .fasta import UNSAFE_NAME, read_fasta, safe_stems, unknown_letters
 from .pipeline import TASK
 from .structure import FORMATS, SecondaryStructure
 from .tokenization_rnafm import UnknownResidueWarning
@@ -20,8 +19,6 @@ from .tokenization_rnafm import UnknownResidueWarning
 OUTPUT_FORMATS = (*FORMATS, "npy")
 PLOT_INSTALL = "pip install 'rnafm-hf[plot]'"
 SUMMARY_NAME = "summary.tsv"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MAX_STEM = 100
 
 
 @dataclass
@@ -35,21 +32,6 @@ class FoldedRecord:
     multiplets: int | None = None
     dot_bracket: str | None = None
     skipped: str | None = None
-
-
-def safe_stems(ids: Sequence[str]) -> list[str]:
-    """File names from FASTA ids: letters, digits, `.`, `_` and `-` only, no leading dot, unique (also when the
-    file system ignores case)."""
-    stems, taken = [], set()
-    for number, identifier in enumerate(ids, 1):
-        stem = _UNSAFE.sub("_", identifier).lstrip(".")[:MAX_STEM] or f"sequence_{number}"
-        candidate, copy = stem, 1
-        while candidate.lower() in taken:
-            copy += 1
-            candidate = f"{stem}_{copy}"
-        taken.add(candidate.lower())
-        stems.append(candidate)
-    return stems
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -106,18 +88,11 @@ def _clear_output(output_dir: Path, overwrite: bool) -> None:
         )
     for line in summary.read_text(encoding="utf-8").splitlines()[1:]:
         stem = line.split("\t")[1] if line.count("\t") >= 1 else ""
-        if not stem or _UNSAFE.search(stem) or stem.startswith("."):
+        if not stem or UNSAFE_NAME.search(stem) or stem.startswith("."):
             continue  # only names fold itself writes: nothing outside the folder
         for suffix in (*OUTPUT_FORMATS, "png"):
             (output_dir / f"{stem}.{suffix}").unlink(missing_ok=True)
     summary.unlink()
-
-
-def _unknown_characters(sequence: str, valid: str) -> str | None:
-    positions = [f"{char!r} at {n}" for n, char in enumerate(sequence, 1) if char not in valid]
-    if not positions:
-        return None
-    return ", ".join(positions[:5]) + (f" and {len(positions) - 5} more" if len(positions) > 5 else "")
 
 
 def fold_fasta(
@@ -188,7 +163,7 @@ def fold_fasta(
         if row.skipped:
             log(f"Skipping {identifier}: {row.skipped}.")
             continue
-        if unknown := _unknown_characters(sequence, valid):
+        if unknown := unknown_letters(sequence, valid):
             log(f"{identifier}: not in the nucleotide alphabet, read as <unk>: {unknown}.")
         jobs.append((row, sequence))
 

@@ -136,15 +136,30 @@ def test_per_token_output_equals_model_rows_without_specials(rna_folder, rna_mod
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_pooled_vectors_do_not_depend_on_batch_composition(pooling, rna_model):
+def test_pooled_vectors_do_not_depend_on_batch_composition(pooling, rna_model, monkeypatch):
     tokenizer = RnaFmTokenizer()
     generator = random.Random(0)
     others = {f"other{n}": random_rna(generator, generator.randint(5, 200)) for n in range(12)}
     target = SEQUENCES["hairpin"]
+    batches_with_target = []
+    forward = Embedder.forward
+
+    def spy(self, texts):
+        if target in texts:
+            batches_with_target.append(list(texts))
+        return forward(self, texts)
+
+    monkeypatch.setattr(Embedder, "forward", spy)
     alone = dict(embed({"target": target}, rna_model, tokenizer=tokenizer, pooling=pooling, **quiet()))
-    rows = model_rows(rna_model, tokenizer, target)
-    expected = rows.mean(0) if pooling == "mean" else None
-    for batch_tokens in (64, 1024, 100_000):  # alone, a few neighbours, everything padded together
+    rows = model_rows(rna_model, tokenizer, target, layer=-1)
+    batch = tokenizer([target], return_tensors="pt")
+    with torch.no_grad():
+        cls_row = rna_model(**batch).last_hidden_state[0, 0].numpy()
+    np.testing.assert_allclose(alone["target"], rows.mean(0) if pooling == "mean" else cls_row, atol=1e-5)
+    # Alone in its batch, with a few neighbours, and padded to the longest of all (no padding limit).
+    for batch_tokens, padding_limit in ((64, 0.1), (1024, 0.1), (100_000, 1.0)):
+        monkeypatch.setattr(rnafm_hf.embedding, "MAX_BATCH_PADDING", padding_limit)
+        batches_with_target.clear()
         mixed = dict(
             embed(
                 {**others, "target": target},
@@ -157,8 +172,8 @@ def test_pooled_vectors_do_not_depend_on_batch_composition(pooling, rna_model):
         )
         assert mixed["target"].shape == (32,)
         np.testing.assert_allclose(mixed["target"], alone["target"], atol=1e-5)
-    if expected is not None:
-        np.testing.assert_allclose(alone["target"], expected, atol=1e-5)
+    (last,) = batches_with_target
+    assert len(last) == 13 and max(map(len, last)) > len(target)  # the target was padded
 
 
 def test_batches_respect_the_token_budget_and_sort_by_length(short_model):
@@ -222,9 +237,13 @@ def test_short_sequences_are_the_same_with_windowing(short_model):
         embed(sequences, short_model, tokenizer=tokenizer, long="window", window_size=20, **quiet())
     )
     assert set(windowed) == set(plain)
-    for name, sequence in sequences.items():
-        if len(sequence) <= 62:  # within what the model reads: windowing does not touch it
-            np.testing.assert_array_equal(windowed[name], plain[name])
+    for name in sequences:  # within what the model reads: windowing does not touch them
+        np.testing.assert_array_equal(windowed[name], plain[name])
+    with_long = {**sequences, "long": random_rna(random.Random(9), 100)}
+    mixed = dict(embed(with_long, short_model, tokenizer=tokenizer, long="window", window_size=20, **quiet()))
+    assert mixed["long"].shape == (100, 32)
+    for name in sequences:  # nor does a windowed neighbour
+        np.testing.assert_array_equal(mixed[name], plain[name])
 
 
 @pytest.mark.parametrize("merge", ["mean", "center"])
@@ -428,6 +447,8 @@ def test_other_settings_are_not_mixed_into_an_earlier_run(tmp_path, short_model)
         embed_to_folder({"a": "ACGU"}, tmp_path / "out", short_model, pooling="mean", **options)
     with pytest.raises(FileExistsError, match="different input_fingerprint"):
         embed_to_folder({"a": "ACGUU"}, tmp_path / "out", short_model, **options)
+    with pytest.raises(FileExistsError, match="different settings"):  # other batches, other float sums
+        embed_to_folder({"a": "ACGU"}, tmp_path / "out", short_model, batch_tokens=100, **options)
     embed_to_folder({"b": "GG"}, tmp_path / "out", short_model, pooling="mean", overwrite=True, **options)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["b.npy", "index.tsv", "run.json"]
     (tmp_path / "mine").mkdir()
@@ -580,3 +601,131 @@ def test_real_trna_family_embeds_with_pooling(tmp_path, rna_folder):
     assert result.embedded == len(store) == 954
     assert all(store[name].shape == (32,) for name in list(store)[:20])
     assert result.statistics.padding_fraction < 0.1
+
+
+# ---- review follow-ups: codons, tokenizer pairing, precision, devices, edge cases -------------------------------
+
+
+def test_codon_embeddings_are_per_codon_windowed_and_truncated(mrna_folder):
+    model = RnaFmModel.from_pretrained(mrna_folder).eval()
+    tokenizer = RnaFmCodonTokenizer()
+    sequence = random_rna(random.Random(10), 3 * 1100)
+    options = {"tokenizer": tokenizer, **quiet()}
+    windowed = dict(
+        embed({"cds": sequence}, model, long="window", window_size=500, window_stride=300, **options)
+    )["cds"]
+    assert windowed.shape == (1100, 32)  # one row per codon
+    windows = plan_windows(1100, 500, 300)
+    total, count = np.zeros((1100, 32)), np.zeros(1100)
+    for start, end in windows:
+        total[start:end] += model_rows(model, tokenizer, sequence[3 * start : 3 * end])
+        count[start:end] += 1
+    np.testing.assert_allclose(windowed, total / count[:, None], atol=1e-5)
+    truncated = dict(embed({"cds": sequence}, model, long="truncate", **options))["cds"]
+    np.testing.assert_allclose(truncated, model_rows(model, tokenizer, sequence[: 3 * 1022]), atol=1e-5)
+
+
+def test_the_tokenizer_must_read_what_the_model_reads(mrna_folder):
+    model = RnaFmModel.from_pretrained(mrna_folder)
+    with pytest.raises(
+        ValueError, match="RnaFmTokenizer reads 1 nucleotide.*RnaFmCodonTokenizer for mRNA-FM"
+    ):
+        list(embed(["AUGGCC"], model, tokenizer=RnaFmTokenizer(), **quiet()))
+
+
+def test_a_left_padding_tokenizer_gives_the_same_rows(rna_model):
+    sequences = {"a": SEQUENCES["hairpin"], "b": SEQUENCES["loop"]}
+    right = dict(embed(sequences, rna_model, tokenizer=RnaFmTokenizer(), **quiet()))
+    left = dict(embed(sequences, rna_model, tokenizer=RnaFmTokenizer(padding_side="left"), **quiet()))
+    for name in sequences:
+        np.testing.assert_array_equal(left[name], right[name])
+
+
+def test_a_half_precision_folder_is_embedded_in_float32(tmp_path, rna_model):
+    import copy
+
+    copy.deepcopy(rna_model).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    RnaFmTokenizer().save_pretrained(tmp_path / "bf16")
+    model, _ = rnafm_hf.embedding.load_encoder(tmp_path / "bf16", device="cpu")
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+
+
+def test_each_launched_process_uses_its_own_gpu(monkeypatch):
+    class TwoProcesses:
+        num_processes = 2
+        device = torch.device("cuda", 1)
+
+    monkeypatch.setattr("accelerate.PartialState", lambda **kwargs: TwoProcesses())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert rnafm_hf.embedding_store._process_state(None)[1] == "cuda:1"
+    assert rnafm_hf.embedding_store._process_state("cpu")[1] == "cpu"
+    with pytest.raises(ValueError, match="drop --device"):
+        rnafm_hf.embedding_store._process_state("cuda:0")
+
+
+def test_work_is_dealt_by_tokens_and_never_splits_a_record(short_model):
+    embedder = Embedder(short_model, RnaFmTokenizer(), rnafm_hf.embedding.EmbeddingSettings(long="window"))
+    generator = random.Random(11)
+    records = [
+        rnafm_hf.embedding.SequenceRecord(str(n), random_rna(generator, generator.randint(5, 400)), n + 1)
+        for n in range(80)
+    ]
+    units = embedder.work_units(embedder.plan(records, 300))
+    shares = rnafm_hf.embedding_store._dealt(units, 3)
+    owner = {}
+    for process, share in enumerate(shares):
+        for unit in share:
+            for batch in unit:
+                for piece in batch:
+                    assert owner.setdefault(piece.record, process) == process  # all windows in one process
+    assert sorted(owner) == list(range(80))
+
+    def cost(unit):
+        return sum(len(batch) * (len(batch[-1].text) + 2) for batch in unit)
+
+    loads = [sum(cost(unit) for unit in share) for share in shares]
+    assert max(loads) - min(loads) <= max(cost(unit) for unit in units)  # greedy: within one unit
+
+
+def test_empty_inputs_and_zero_windows_are_refused(tmp_path, short_model):
+    options = {"tokenizer": RnaFmTokenizer(), **quiet()}
+    empty = tmp_path / "empty.fasta"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="holds no sequences"):
+        embed_to_folder(empty, tmp_path / "out", short_model, **options)
+    with pytest.raises(InvalidSequencesError, match="empty sequence"):
+        list(embed([("a", "")], short_model, skip_invalid=True, **options))
+    with pytest.raises(ValueError, match="window_size must be between 1 and 62"):
+        list(embed(["ACGU"], short_model, long="window", window_size=0, **options))
+    with pytest.raises(ValueError, match="batch_tokens must be positive"):
+        embed_to_folder({"a": "ACGU"}, tmp_path / "out", short_model, batch_tokens=0, **options)
+    with pytest.raises(
+        ValueError, match=r"Input 2 is 5: expected a sequence string or an \(id, sequence\) pair"
+    ):
+        list(embed(["ACGU", 5], short_model, **options))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_layers_and_exact_option_names(tmp_path, rna_folder):
+    fasta = tmp_path / "input.fasta"
+    write_fasta(fasta, [("hairpin", SEQUENCES["hairpin"])])
+    arguments = ["embed", str(fasta), "--model", str(rna_folder), "-o", str(tmp_path / "out")]
+    assert main([*arguments, "--layers", "-1,0"]) == 0
+    stacked = np.load(tmp_path / "out" / "hairpin.npy")
+    assert stacked.shape == (2, 56, 32)
+    model = RnaFmModel.from_pretrained(rna_folder).eval()
+    np.testing.assert_allclose(
+        stacked[1], model_rows(model, RnaFmTokenizer(), SEQUENCES["hairpin"], 0), atol=1e-5
+    )
+    with pytest.raises(SystemExit):
+        main([*arguments, "--layer", "-1"])  # no abbreviations: --layer is not --layers
+
+
+def test_a_folder_left_by_a_kill_while_starting_is_used(tmp_path, short_model):
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    (folder / ".run.json.123.partial").write_text("{")
+    embed_to_folder({"a": "ACGU"}, folder, short_model, tokenizer=RnaFmTokenizer(), **quiet())
+    assert sorted(path.name for path in folder.iterdir()) == ["a.npy", "index.tsv", "run.json"]
+    with load_embeddings(folder) as store:
+        assert "a" in store and "b" not in store

@@ -45,7 +45,7 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "torch.Size([56, 640])" in out and "56 True" in out and "1.0 0.75 0.857" in out
     assert (tmp_path / "structures" / "hairpin.bpseq").is_file()
-    assert "(640,)" in out and "(56, 640) 56" in out and "torch.Size([56, 640])" in out
+    assert "(640,)" in out and "(56, 640) 56" in out and "58 torch.Size([56, 640])" in out
     assert (tmp_path / "embeddings" / "hairpin.npy").is_file()
     assert (
         "long\tshard-000-00001.safetensors\t3000\t3000\t5"

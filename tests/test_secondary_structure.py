@@ -18,7 +18,7 @@ import rnafm_hf
 from rnafm_hf import RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
 from rnafm_hf.cli import main
 from rnafm_hf.conversion import convert_checkpoint
-from rnafm_hf.folding import safe_stems
+from rnafm_hf.fasta import safe_stems
 from rnafm_hf.structure import SecondaryStructure, fold_probabilities
 
 TINY = {
