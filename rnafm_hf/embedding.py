@@ -109,7 +109,7 @@ class RunStatistics:
     """Counts for the closing report: sequences, residues, model tokens and padding, time."""
 
     sequences: int = 0
-    nucleotides: int = 0
+    nucleotides: int = 0  # embedded ones (a truncated sequence counts what was kept)
     tokens: int = 0
     padded_tokens: int = 0
     seconds: float = 0.0
@@ -352,6 +352,10 @@ class Embedder:
             return plan_windows(tokens, self.window_size, self.window_stride)
         raise ValueError(f"{record.id}: {tokens} tokens, longer than the model reads (long='error').")
 
+    def embedded_length(self, record: SequenceRecord) -> int:
+        """Nucleotides of the record that get vectors: all of them, or the kept start with long='truncate'."""
+        return self.windows_of(record)[-1][1] * self.k_mer
+
     def pieces_of(self, records: Sequence[SequenceRecord]) -> list[Piece]:
         """All pieces, shortest first, so that batches hold similar lengths."""
         pieces = [
@@ -437,7 +441,7 @@ class Embedder:
                 remaining[piece.record] = remaining.get(piece.record, 0) + 1
         wanted = {index for index in remaining if index not in skip}
         done: dict[int, list[tuple[Piece, np.ndarray, np.ndarray]]] = {}
-        total_nt = sum(len(records[index].sequence) for index in wanted)
+        total_nt = sum(self.embedded_length(records[index]) for index in wanted)
         started = time.perf_counter()
         with tqdm(total=total_nt, desc=description, unit="nt", unit_scale=True, disable=not progress) as bar:
             for batch in batches:
@@ -460,8 +464,8 @@ class Embedder:
                     record = records[piece.record]
                     array = self._finish(record, done.pop(piece.record))
                     statistics.sequences += 1
-                    statistics.nucleotides += len(record.sequence)
-                    bar.update(len(record.sequence))
+                    statistics.nucleotides += self.embedded_length(record)
+                    bar.update(self.embedded_length(record))
                     elapsed = time.perf_counter() - started
                     bar.set_postfix_str(f"{statistics.sequences / elapsed:.1f} seq/s", refresh=False)
                     yield record, array

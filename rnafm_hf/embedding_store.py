@@ -255,8 +255,9 @@ def embed_to_folder(
     `index.tsv` listing where each sequence is. Calling it again with the same inputs and settings finishes an
     interrupted run, embedding only what is missing, in the batches the first call planned; other settings need
     another folder or `overwrite=True` (which removes the earlier run's `.npy` files and shards).
-    Under `accelerate launch` each process embeds a disjoint share (every n-th sequence by length) into the same
-    folder. Read the result with [`load_embeddings`].
+    Under `accelerate launch` each process embeds a disjoint share (whole batches, dealt so that the shares hold
+    about as many tokens) into the same folder, with the numbers of a one-process run. Read the result with
+    [`load_embeddings`].
 
     Example:
 
@@ -391,9 +392,14 @@ def _write_index(
         )
     lines = ["\t".join(INDEX_HEADER)]
     for record in valid:
-        windows = embedder.windows_of(record)
-        embedded = (windows[-1][1] - windows[0][0]) * embedder.k_mer
-        row = (record.id, locations[record.id], len(record.sequence), embedded, len(windows))
+        windows = len(embedder.windows_of(record))
+        row = (
+            record.id,
+            locations[record.id],
+            len(record.sequence),
+            embedder.embedded_length(record),
+            windows,
+        )
         lines.append("\t".join(str(value) for value in row))
     write_text_atomically(folder / INDEX_FILE, "\n".join(lines) + "\n")
 
