@@ -579,15 +579,29 @@ def embed(
         dtype=dtype,
     )
     check_batch_tokens(batch_tokens)
-    records = read_inputs(inputs)
-    loaded, tokenizer = load_encoder(model, tokenizer, device)
-    embedder = Embedder(loaded, tokenizer, settings, device)
-    records, _ = checked_records(embedder, records, skip_invalid, log)
+    embedder, _, valid, _ = prepared(inputs, model, tokenizer, settings, device, skip_invalid, log)
     statistics = RunStatistics()
-    for record, array in embedder.run(records, batch_tokens, progress, statistics=statistics):
+    for record, array in embedder.run(valid, batch_tokens, progress, statistics=statistics):
         yield record.id, array
     if log is not None:
         log(statistics.summary())
+
+
+def prepared(
+    inputs: str | os.PathLike | Mapping[str, str] | Iterable[str | tuple[str, str]],
+    model,
+    tokenizer,
+    settings: EmbeddingSettings,
+    device: str | None,
+    skip_invalid: bool,
+    log: Callable[[str], None] | None,
+) -> tuple[Embedder, list[SequenceRecord], list[SequenceRecord], list[InvalidRecord]]:
+    """What every run starts with: the loaded model, all input records, those to embed and those skipped."""
+    records = read_inputs(inputs)
+    loaded, tokenizer = load_encoder(model, tokenizer, device)
+    embedder = Embedder(loaded, tokenizer, settings, device)
+    valid, skipped = checked_records(embedder, records, skip_invalid, log)
+    return embedder, records, valid, skipped
 
 
 def checked_records(

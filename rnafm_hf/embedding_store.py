@@ -31,10 +31,8 @@ from .embedding import (
     RunStatistics,
     SequenceRecord,
     check_batch_tokens,
-    checked_records,
-    load_encoder,
+    prepared,
     print_to_stderr,
-    read_inputs,
 )
 from .fasta import safe_stems
 
@@ -77,9 +75,6 @@ class NpyWriter:
             identifier: f"{stem}.npy" for identifier, stem in zip(ids, safe_stems(ids), strict=True)
         }
 
-    def completed(self) -> set[str]:
-        return {identifier for identifier, name in self.files.items() if (self.folder / name).is_file()}
-
     def add(self, identifier: str, array: np.ndarray) -> None:
         def save(temporary: Path) -> None:
             with open(temporary, "wb") as handle:
@@ -91,6 +86,7 @@ class NpyWriter:
         pass
 
     def locations(self) -> dict[str, str]:
+        """id -> file name of every sequence already stored."""
         return {identifier: name for identifier, name in self.files.items() if (self.folder / name).is_file()}
 
 
@@ -110,9 +106,6 @@ class SafetensorsWriter:
 
     def shards(self) -> list[Path]:
         return sorted(self.folder.glob(f"{SHARD_PREFIX}*.safetensors"))
-
-    def completed(self) -> set[str]:
-        return set(self.locations())
 
     def locations(self) -> dict[str, str]:
         from safetensors import safe_open
@@ -284,15 +277,14 @@ def embed_to_folder(
     )
     check_batch_tokens(batch_tokens)
     folder = Path(output_dir)
-    records = read_inputs(inputs)
     state, device = _process_state(device)
     main_log = log if state.is_main_process else None
-    loaded, tokenizer = load_encoder(model, tokenizer, device)
-    embedder = Embedder(loaded, tokenizer, settings, device)
-    valid, skipped = checked_records(embedder, records, skip_invalid, main_log)
+    embedder, records, valid, skipped = prepared(
+        inputs, model, tokenizer, settings, device, skip_invalid, main_log
+    )
     run = {
         "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
-        "model_fingerprint": model_fingerprint(loaded),
+        "model_fingerprint": model_fingerprint(embedder.model),
         "input_fingerprint": input_fingerprint(records),
         "format": format,
         # Everything that changes a number; the batches too, as they decide the floating-point sums.
@@ -317,7 +309,7 @@ def embed_to_folder(
         if format == "npy"
         else SafetensorsWriter(folder, state.process_index, shard_mb * 2**20)
     )
-    completed = writer.completed()
+    completed = set(writer.locations())
     state.wait_for_everyone()  # every process has seen the same completed set before any writes
     skip = {index for index, record in enumerate(valid) if record.id in completed}
     units = [
