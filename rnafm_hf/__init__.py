@@ -13,6 +13,7 @@ Importing the package registers the models and tokenizers with the transformers 
 
 from .auto import AutoModelForContactPrediction, register_auto_classes
 from .configuration_rnafm import RnaFmConfig
+from .data_collators import DataCollatorForPairLabels, RnaFmDataCollatorForLanguageModeling
 from .embedding import InvalidSequencesError, embed
 from .embedding_store import EmbeddingStore, embed_to_folder, load_embeddings
 from .modeling_rnafm import (
@@ -20,6 +21,8 @@ from .modeling_rnafm import (
     RnaFmForContactPrediction,
     RnaFmForMaskedLM,
     RnaFmForSecondaryStructure,
+    RnaFmForSequenceClassification,
+    RnaFmForTokenClassification,
     RnaFmModel,
     RnaFmPreTrainedModel,
 )
@@ -40,14 +43,18 @@ register_pipeline()
 __all__ = [
     "AutoModelForContactPrediction",
     "CheckpointError",
+    "DataCollatorForPairLabels",
     "EmbeddingStore",
     "InvalidSequencesError",
     "RnaFmCodonTokenizer",
     "RnaFmConfig",
     "RnaFmContactPredictionOutput",
+    "RnaFmDataCollatorForLanguageModeling",
     "RnaFmForContactPrediction",
     "RnaFmForMaskedLM",
     "RnaFmForSecondaryStructure",
+    "RnaFmForSequenceClassification",
+    "RnaFmForTokenClassification",
     "RnaFmModel",
     "RnaFmPreTrainedModel",
     "RnaFmTokenizer",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
 from .configuration_rnafm import RnaFmConfig
@@ -12,6 +19,8 @@ from .modeling_rnafm import (
     RnaFmForContactPrediction,
     RnaFmForMaskedLM,
     RnaFmForSecondaryStructure,
+    RnaFmForSequenceClassification,
+    RnaFmForTokenClassification,
     RnaFmModel,
 )
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
@@ -36,7 +45,8 @@ class AutoModelForContactPrediction(_BaseAutoModelClass):
 
 
 def register_auto_classes() -> None:
-    """Make `AutoConfig`, `AutoTokenizer`, `AutoModel`, `AutoModelForMaskedLM` and ours know RNA-FM."""
+    """Make `AutoConfig`, `AutoTokenizer`, `AutoModel`, `AutoModelForMaskedLM`, the sequence- and
+    token-classification Auto classes and ours know RNA-FM."""
     AutoConfig.register(RnaFmConfig.model_type, RnaFmConfig, exist_ok=True)
     # Both tokenizers become known by name (a saved `tokenizer_config.json` names the right one);
     # the nucleotide tokenizer, registered last, is the default for the config.
@@ -44,6 +54,8 @@ def register_auto_classes() -> None:
     AutoTokenizer.register(RnaFmConfig, tokenizer_class=RnaFmTokenizer, exist_ok=True)
     AutoModel.register(RnaFmConfig, RnaFmModel, exist_ok=True)
     AutoModelForMaskedLM.register(RnaFmConfig, RnaFmForMaskedLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(RnaFmConfig, RnaFmForSequenceClassification, exist_ok=True)
+    AutoModelForTokenClassification.register(RnaFmConfig, RnaFmForTokenClassification, exist_ok=True)
     # Two pair models share one config: transformers picks from such a tuple by the config's `architectures`,
     # falling back to the first.
     AutoModelForContactPrediction._model_mapping.register(

@@ -26,6 +26,7 @@ MRNA_FM_PRESET: dict[str, Any] = {
     "mask_token_id": 72,
     "k_mer": 3,
 }
+CLASSIFIER_POOLINGS = ("mean", "cls")
 
 
 class RnaFmConfig(PreTrainedConfig):
@@ -59,6 +60,12 @@ class RnaFmConfig(PreTrainedConfig):
         ss_head_dropout: dropout inside each residual block (training only).
         ss_threshold: pairing probability above which a pair becomes a candidate when a structure is read off
             the map; 0.33993712 is the value the original prediction script uses for the PDB-All head.
+        classifier_pooling: how [`RnaFmForSequenceClassification`] summarises a sequence: `"mean"` averages the
+            last-layer rows of the nucleotides (or codons) only, leaving out `<cls>`, `<eos>` and padding;
+            `"cls"` takes the `<cls>` row. RNA-FM was pretrained with masked-LM only, so `<cls>` was never
+            trained to summarise anything; `"mean"` is the default and what the original tutorials use.
+        classifier_dropout: dropout of the sequence- and token-classification heads (defaults to
+            `hidden_dropout_prob`).
 
     Example:
 
@@ -93,6 +100,8 @@ class RnaFmConfig(PreTrainedConfig):
     ss_head_blocks: int = 32
     ss_head_dropout: float = 0.3
     ss_threshold: float = 0.33993712
+    classifier_pooling: str = "mean"
+    classifier_dropout: float | None = None
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0
     eos_token_id: int | None = 2
@@ -108,6 +117,10 @@ class RnaFmConfig(PreTrainedConfig):
             )
         if self.k_mer not in (1, 3):
             raise ValueError(f"k_mer must be 1 (nucleotides) or 3 (codons), got {self.k_mer}.")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}."
+            )
         super().__post_init__(**kwargs)
         # AutoModelForContactPrediction chooses between our two pair models by `architectures`, and transformers'
         # chooser cannot read None there.

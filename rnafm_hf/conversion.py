@@ -35,6 +35,8 @@ CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_rnafm.RnaFmConfig",
     "AutoModel": "modeling_rnafm.RnaFmModel",
     "AutoModelForMaskedLM": "modeling_rnafm.RnaFmForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_rnafm.RnaFmForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_rnafm.RnaFmForTokenClassification",
 }
 
 

@@ -16,7 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, ModelOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    ModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
@@ -89,6 +95,14 @@ def pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Te
 def upper_triangle_symmetrized(x: torch.Tensor) -> torch.Tensor:
     """Mirror the upper triangle (diagonal included) of the last two dimensions onto the lower one."""
     return torch.triu(x) + torch.triu(x, diagonal=1).transpose(-1, -2)
+
+
+def pool_sequence(hidden: torch.Tensor, residue_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per sequence: the mean of the residue rows (`"mean"`) or the `<cls>` row (`"cls"`)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = residue_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def eager_attention_forward(
@@ -359,6 +373,27 @@ class RnaFmSecondaryStructureHead(nn.Module):
         return upper_triangle_symmetrized(logits)
 
 
+class RnaFmClassificationHead(nn.Module):
+    """Sequence-level head, as ESM's and RoBERTa's: dropout -> dense -> tanh -> dropout -> projection to the labels.
+
+    The projection is called `output`, not `out_proj` as there, so that LoRA's `target_modules=[..., "out_proj"]`
+    reaches the attention projections only."""
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(classifier_dropout_of(config))
+        self.output = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.dense(self.dropout(pooled)))
+        return self.output(self.dropout(x))
+
+
+def classifier_dropout_of(config: RnaFmConfig) -> float:
+    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+
+
 class RnaFmPreTrainedModel(PreTrainedModel):
     """Weight initialisation, gradient checkpointing and attention-backend support shared by all RNA-FM models."""
 
@@ -530,7 +565,9 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.to(logits.device).view(-1))
+            # transformers' masked-LM loss: with Trainer's `num_items_in_batch` it stays exact under gradient
+            # accumulation.
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         output = MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -587,6 +624,9 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"ss_head\."]
+    # The pair loss is a mean over the batch's labelled residue pairs, which Trainer's label count cannot know, so
+    # Trainer scales it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -669,6 +709,9 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\."]
+    # The pair loss is a mean over the batch's labelled residue pairs, which Trainer's label count cannot know, so
+    # Trainer scales it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -712,11 +755,161 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
+    """
+    RNA-FM with a sequence-level head, for classification (one label or several) and regression: RNA type,
+    expression, mean ribosome load, ...
+
+    The sequence is summarised by `config.classifier_pooling`: `"mean"` (the default) averages the last-layer
+    rows of the nucleotides only, so `<cls>`, `<eos>` and padding never leak in and a sequence gets the same
+    vector alone or in a padded batch; `"cls"` takes the `<cls>` row, which RNA-FM's masked-LM pretraining never
+    trained, so it needs fine-tuning to mean anything. The pooled vector goes through dropout, a dense layer with
+    tanh and a projection to `config.num_labels`.
+
+    The loss follows `config.problem_type`, as in transformers: `"regression"` (mean-squared error; the default
+    when `num_labels == 1`), `"single_label_classification"` (cross-entropy; the default for integer labels) or
+    `"multi_label_classification"` (binary cross-entropy on float labels of shape (batch, num_labels)).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForSequenceClassification, RnaFmTokenizer
+    >>> config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                      num_labels=3)
+    >>> model = RnaFmForSequenceClassification(config)
+    >>> batch = RnaFmTokenizer()(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
+    >>> out = model(**batch, labels=torch.tensor([2, 0]))
+    >>> tuple(out.logits.shape), model.config.problem_type, bool(out.loss > 0)
+    ((2, 3), 'single_label_classification', True)
+
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.rnafm = RnaFmModel(config)
+        self.classifier = RnaFmClassificationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.rnafm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = outputs.last_hidden_state
+        residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
+        logits = self.classifier(pool_sequence(hidden, residue_mask, self.config.classifier_pooling))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class RnaFmForTokenClassification(RnaFmPreTrainedModel):
+    """
+    RNA-FM with a per-token head (dropout -> linear), for one label per nucleotide (per codon for mRNA-FM):
+    binding sites, modifications, ...
+
+    `logits` are (batch, tokens, num_labels) like the input, so row `i + 1` belongs to nucleotide `i` (row 0 is
+    `<cls>`). `labels` (batch, tokens) are aligned the same way, as transformers' token-classification recipe
+    makes them; the loss is the cross-entropy over nucleotides only: `<cls>`, `<eos>` and padding are ignored
+    whatever their label, and so is any position labelled -100. Label the special tokens -100 yourself, as below:
+    under gradient accumulation Trainer counts the labelled positions to scale the loss. The tokenizer's
+    `word_ids()` maps tokens to nucleotides (None on the special tokens):
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForTokenClassification, RnaFmTokenizer
+    >>> tokenizer = RnaFmTokenizer()
+    >>> encoding = tokenizer("GGGAAACCC")
+    >>> per_nucleotide = [1, 1, 1, 0, 0, 0, 1, 1, 1]  # e.g. paired or not
+    >>> labels = [-100 if i is None else per_nucleotide[i] for i in encoding.word_ids()]
+    >>> labels
+    [-100, 1, 1, 1, 0, 0, 0, 1, 1, 1, -100]
+    >>> config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                      num_labels=2)
+    >>> out = RnaFmForTokenClassification(config)(**encoding.convert_to_tensors("pt", prepend_batch_axis=True),
+    ...                                           labels=torch.tensor([labels]))
+    >>> tuple(out.logits.shape)
+    (1, 11, 2)
+
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\."]
+
+    def __init__(self, config: RnaFmConfig):
+        super().__init__(config)
+        self.rnafm = RnaFmModel(config)
+        self.dropout = nn.Dropout(classifier_dropout_of(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.rnafm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = outputs.last_hidden_state
+        logits = self.classifier(self.dropout(hidden))
+        loss = None
+        if labels is not None:
+            residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
+            labels = labels.to(logits.device).masked_fill(~residue_mask, -100)
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
 __all__ = [
     "RnaFmContactPredictionOutput",
     "RnaFmForContactPrediction",
     "RnaFmForMaskedLM",
     "RnaFmForSecondaryStructure",
+    "RnaFmForSequenceClassification",
+    "RnaFmForTokenClassification",
     "RnaFmModel",
     "RnaFmPreTrainedModel",
 ]

@@ -481,7 +481,14 @@ except ImportError:
 else:
     raise SystemExit("rnafm_hf is importable")
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 folder = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
@@ -489,6 +496,14 @@ model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eva
 assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
 assert type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__ == "RnaFmConfig"
 assert type(AutoModel.from_pretrained(folder, trust_remote_code=True)).__name__ == "RnaFmModel"
+# Fine-tuning heads come with the folder's code too, and only the new head starts from scratch.
+for auto, name in (
+    (AutoModelForSequenceClassification, "RnaFmForSequenceClassification"),
+    (AutoModelForTokenClassification, "RnaFmForTokenClassification"),
+):
+    head, info = auto.from_pretrained(folder, trust_remote_code=True, num_labels=2, output_loading_info=True)
+    assert type(head).__name__ == name, type(head)
+    assert info["missing_keys"] and all(key.startswith("classifier.") for key in info["missing_keys"]), info
 batch = tokenizer(sys.argv[2].split(","), padding=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**batch).logits

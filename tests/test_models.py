@@ -195,8 +195,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer):
     plain = RnaFmForMaskedLM(config).train()
     checkpointed = RnaFmForMaskedLM(config).train()
     checkpointed.load_state_dict(plain.state_dict())
-    checkpointed.gradient_checkpointing_enable()
-    assert checkpointed.is_gradient_checkpointing
+    checkpointed.activation_checkpointing_enable()
+    assert checkpointed.is_activation_checkpointing
     batch = tokenizer(SEQUENCES, padding=True, return_tensors="pt")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     losses, grads = [], []
