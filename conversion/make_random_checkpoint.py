@@ -5,6 +5,10 @@ names; with --secondary-structure the bare state dict of RNA-FM-ResNet_PDB-All.p
 trying the conversion and the rest of the package offline. Its outputs mean nothing.
 
     python conversion/make_random_checkpoint.py RNA-FM_random.pth [--layers 2] [--mrna | --secondary-structure]
+        [--hidden-size 640 --heads 20 --intermediate-size 5120]
+
+The defaults are the released widths with 2 layers. Smaller widths give a small randomly initialised RNA-FM, e.g. to
+try fine-tuning from scratch in minutes on a CPU.
 """
 
 import argparse
@@ -30,10 +34,22 @@ def main() -> None:
         action="store_true",
         help="secondary-structure layout (RNA-FM backbone + ResNet head, as RNA-FM-ResNet_PDB-All.pth)",
     )
+    parser.add_argument("--hidden-size", type=int, default=None, help="width (default: the released model's)")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (default: 20)")
+    parser.add_argument(
+        "--intermediate-size", type=int, default=None, help="feed-forward width (default: 5120)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    config = (RnaFmConfig.mrna_fm if args.mrna else RnaFmConfig.rna_fm)(num_hidden_layers=args.layers)
+    sizes = {
+        "hidden_size": args.hidden_size,
+        "num_attention_heads": args.heads,
+        "intermediate_size": args.intermediate_size,
+    }
+    config = (RnaFmConfig.mrna_fm if args.mrna else RnaFmConfig.rna_fm)(
+        num_hidden_layers=args.layers, **{name: value for name, value in sizes.items() if value is not None}
+    )
     model = RnaFmForMaskedLM(config)
     if args.secondary_structure:
         head = RnaFmForSecondaryStructure(config).ss_head
@@ -42,7 +58,9 @@ def main() -> None:
     else:
         torch.save(to_original_checkpoint(model), args.path)
         layout = "mRNA-FM" if args.mrna else "RNA-FM"
-    print(f"Wrote {args.path}: {layout} layout, {args.layers} layers, random weights")
+    print(
+        f"Wrote {args.path}: {layout} layout, {args.layers} layers of width {config.hidden_size}, random weights"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Importing the package registers the models and tokenizers with the transformers 
 
 from .auto import AutoModelForContactPrediction, register_auto_classes
 from .configuration_rnafm import RnaFmConfig
+from .conversion import add_remote_code
 from .data_collators import DataCollatorForPairLabels, RnaFmDataCollatorForLanguageModeling
 from .embedding import InvalidSequencesError, embed
 from .embedding_store import EmbeddingStore, embed_to_folder, load_embeddings
@@ -60,6 +61,7 @@ __all__ = [
     "RnaFmTokenizer",
     "RnaSecondaryStructurePipeline",
     "UnknownResidueWarning",
+    "add_remote_code",
     "embed",
     "embed_to_folder",
     "load_embeddings",

@@ -9,6 +9,7 @@ The command-line doors are `rnafm-hf convert` and `conversion/convert_original_t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -69,15 +70,34 @@ def write_hf_folder(original: OriginalCheckpoint, folder: Path, dtype: torch.dty
     """
     model_class = RnaFmForSecondaryStructure if original.kind == "rna-fm-ss" else RnaFmForMaskedLM
     model = build_model(original, model_class).to(dtype)
-    model.config.auto_map = dict(CONFIG_AUTO_MAP)
     own = model.state_dict()
     extra = {k: v.to(dtype) for k, v in original.state_dict.items() if k not in own}
     model.save_pretrained(folder, state_dict=own | extra if extra else None)
     tokenizer = RnaFmCodonTokenizer() if original.kind == "mrna-fm" else RnaFmTokenizer()
-    tokenizer.init_kwargs["auto_map"] = {
-        "AutoTokenizer": [None, f"tokenization_rnafm.{type(tokenizer).__name__}"]
-    }
     tokenizer.save_pretrained(folder)
+    add_remote_code(folder)
+
+
+def add_remote_code(folder: str | os.PathLike) -> None:
+    """
+    Make a saved RNA-FM folder load without rnafm-hf (`trust_remote_code=True`): copy in the Python files of the
+    config, models and tokenizers, and point `auto_map` in `config.json` and `tokenizer_config.json` at them.
+
+    `rnafm-hf convert` does this. `save_pretrained` and `Trainer.save_model` write weights and configs only, so call
+    it on a fine-tuned folder before sharing it on the Hub.
+    """
+    folder = Path(folder)
+    config_path, tokenizer_path = folder / "config.json", folder / "tokenizer_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; save the model there first (save_pretrained).")
+    config = json.loads(config_path.read_text())
+    config["auto_map"] = {**config.get("auto_map", {}), **CONFIG_AUTO_MAP}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer_path.is_file():
+        tokenizer_config = json.loads(tokenizer_path.read_text())
+        tokenizer_class = tokenizer_config.get("tokenizer_class", RnaFmTokenizer.__name__)
+        tokenizer_config["auto_map"] = {"AutoTokenizer": [None, f"tokenization_rnafm.{tokenizer_class}"]}
+        tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
     package = Path(__file__).parent
     for name in REMOTE_CODE_FILES:
         shutil.copyfile(package / name, folder / name)

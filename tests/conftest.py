@@ -41,6 +41,19 @@ def example_sequences() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def saved_folder(tmp_path_factory) -> Path:
+    """A tiny RNA-FM folder written by save_pretrained from converted original weights (encoder, MLM head and
+    contact regression), as users will have."""
+    from rnafm_hf import RnaFmTokenizer, load_original_checkpoint
+
+    folder = tmp_path_factory.mktemp("rna-fm")
+    checkpoint = write_original_checkpoint(folder.parent / "RNA-FM_tiny.pth", with_contact_regression=True)
+    load_original_checkpoint(checkpoint).save_pretrained(folder)
+    RnaFmTokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def full_rna_fm_checkpoint(tmp_path_factory) -> Path:
     """A full-size RNA-FM file (12 x 640, 99.5 M parameters) in the released layout, random weights."""
     return write_original_checkpoint(

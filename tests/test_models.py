@@ -40,16 +40,6 @@ def tokenizer():
     return RnaFmTokenizer()
 
 
-@pytest.fixture(scope="module")
-def saved_folder(tmp_path_factory):
-    """A folder written by save_pretrained from converted original weights, as users will have."""
-    folder = tmp_path_factory.mktemp("rna-fm")
-    checkpoint = write_original_checkpoint(folder.parent / "RNA-FM_tiny.pth", with_contact_regression=True)
-    load_original_checkpoint(checkpoint).save_pretrained(folder)
-    RnaFmTokenizer().save_pretrained(folder)
-    return folder
-
-
 def test_config_presets():
     assert AutoConfig.for_model("rnafm").to_diff_dict() == RnaFmConfig().to_diff_dict()
     rna = RnaFmConfig()

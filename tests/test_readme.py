@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import DATA
 from original_checkpoints import put_in_hub_cache, write_original_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,8 +20,9 @@ INSTALL_OR_TEST = ("pip install", "python -m pytest")
 
 
 def run_shell_block(code: str, cwd: Path) -> None:
-    if not (cwd / "conversion").exists():
-        os.symlink(ROOT / "conversion", cwd / "conversion")
+    for folder in ("conversion", "examples"):
+        if not (cwd / folder).exists():
+            os.symlink(ROOT / folder, cwd / folder)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cwd / "hub-cache")}
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True, text=True
@@ -32,16 +35,23 @@ def is_walkthrough(language: str, code: str) -> bool:
     return not (language == "bash" and (code.startswith(INSTALL_OR_TEST) or "hf://" in code))
 
 
+def needs_shared_data(code: str) -> bool:
+    """The example scripts read the tutorial data in ../shared/data."""
+    return "examples/" in code
+
+
 def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
-    """Quickstart (embed, then fold) and the later examples, shell and Python alike, in one fresh folder."""
+    """Quickstart (embed, then fold) and the later examples, shell and Python alike, in one fresh folder. The
+    example scripts' blocks run where the shared data folder exists (tests/test_examples.py skips alike)."""
     monkeypatch.chdir(tmp_path)
+    session: dict = {}  # the Python blocks run as a reader runs them: one after another in one session
     for index, (language, code) in enumerate(BLOCKS):
-        if not is_walkthrough(language, code):
+        if not is_walkthrough(language, code) or (needs_shared_data(code) and not DATA.exists()):
             continue
         if language == "bash":
             run_shell_block(code, tmp_path)
         else:
-            exec(compile(code, f"README.md block {index}", "exec"), {})
+            exec(compile(code, f"README.md block {index}", "exec"), session)
     out = capsys.readouterr().out
     assert "torch.Size([56, 640])" in out and "56 True" in out and "1.0 0.75 0.857" in out
     assert (tmp_path / "structures" / "hairpin.bpseq").is_file()
@@ -52,6 +62,13 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
         in (tmp_path / "long-embeddings/index.tsv").read_text()
     )
     assert "long\tlong.npy\t3000\t3000\t5" in (tmp_path / "long-2p/index.tsv").read_text()
+    assert "RnaFmForSequenceClassification 2" in out
+    assert (tmp_path / "rna-fm-classifier/final/modeling_rnafm.py").is_file()
+    assert "trainable params" in out  # LoRA
+    if DATA.exists():
+        assert (tmp_path / "family_clustering.png").is_file()
+        assert json.loads((tmp_path / "rna-type/metrics.json").read_text())["processes"] == 1
+        assert json.loads((tmp_path / "rna-type-2p/metrics.json").read_text())["processes"] == 2
 
 
 def test_conversion_commands_run(tmp_path):

@@ -11,7 +11,6 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from original_checkpoints import write_original_checkpoint
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -39,7 +38,6 @@ from rnafm_hf import (
     RnaFmForSequenceClassification,
     RnaFmForTokenClassification,
     RnaFmTokenizer,
-    load_original_checkpoint,
 )
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -328,16 +326,6 @@ def test_gradient_accumulation_equals_the_large_batch(task, tokenizer, tmp_path)
 # ---- the heads ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pretrained_folder(tmp_path_factory):
-    """A converted folder as users have it: encoder, MLM head and contact regression."""
-    folder = tmp_path_factory.mktemp("pretrained")
-    checkpoint = write_original_checkpoint(folder.parent / "RNA-FM_tiny.pth", with_contact_regression=True)
-    load_original_checkpoint(checkpoint).save_pretrained(folder)
-    RnaFmTokenizer().save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize(
     ("auto_class", "model_class", "head"),
     [
@@ -345,13 +333,11 @@ def pretrained_folder(tmp_path_factory):
         (AutoModelForTokenClassification, RnaFmForTokenClassification, "classifier."),
     ],
 )
-def test_loading_a_pretrained_backbone_reports_only_the_new_head(
-    pretrained_folder, auto_class, model_class, head
-):
+def test_loading_a_pretrained_backbone_reports_only_the_new_head(saved_folder, auto_class, model_class, head):
     logger = logging.get_logger("transformers.modeling_utils")
     with CaptureLogger(logger) as captured:
         model, info = auto_class.from_pretrained(
-            pretrained_folder, num_labels=3, dtype=torch.float32, output_loading_info=True
+            saved_folder, num_labels=3, dtype=torch.float32, output_loading_info=True
         )
     assert type(model) is model_class
     new = {name for name, _ in model.named_parameters() if name.startswith(head)}
@@ -359,7 +345,7 @@ def test_loading_a_pretrained_backbone_reports_only_the_new_head(
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     assert "newly initialized" in captured.out and all(name in captured.out for name in new)
     assert "rnafm." not in captured.out and "lm_head" not in captured.out
-    backbone = AutoModel.from_pretrained(pretrained_folder, dtype=torch.float32)
+    backbone = AutoModel.from_pretrained(saved_folder, dtype=torch.float32)
     for name, tensor in backbone.state_dict().items():
         assert torch.equal(model.rnafm.state_dict()[name], tensor), name
     for name, parameter in model.named_parameters():
