@@ -18,3 +18,12 @@ python examples/rna_type_classification.py --model "$work/small" --output-dir "$
 echo "training and evaluation: $(( $(date +%s) - start )) s"
 mkdir -p "$out"
 cp "$work/run/metrics.json" "$work/run/confusion_matrix.png" "$out/"
+# The check itself: the classes are balanced (50 per type), so the majority class is chance level, 1/28.
+python - "$out/metrics.json" <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))
+model, majority = metrics["model"], metrics["majority_class_baseline"]
+print(f"test accuracy {model['accuracy']:.3f} vs majority class {majority['accuracy']:.3f}")
+if not (model["accuracy"] > majority["accuracy"] and model["macro_f1"] > majority["macro_f1"]):
+    sys.exit("the from-scratch model did not beat the majority class")
+PY

@@ -24,6 +24,7 @@ import numpy as np
 
 FAMILIES = {"RF00001": "5S rRNA", "RF00005": "tRNA", "RF00010": "RNase P (bacterial, A)"}
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FOLDS = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.per_family is not None and args.per_family < FOLDS:
+        parser.error(f"--per-family must be at least {FOLDS}, for the {FOLDS}-fold k-NN accuracy")
+    if args.neighbours < 1:
+        parser.error(f"--neighbours must be at least 1, got {args.neighbours}")
+    if args.per_family is not None:
+        training_fold = (FOLDS - 1) * len(FAMILIES) * args.per_family // FOLDS
+        if args.neighbours > training_fold:
+            parser.error(f"--neighbours must be at most {training_fold}, the sequences of a training fold")
+    return args
 
 
 def read_families(data: Path, per_family: int | None, seed: int) -> tuple[list[tuple[str, str]], list[str]]:
@@ -75,13 +85,13 @@ def read_families(data: Path, per_family: int | None, seed: int) -> tuple[list[t
 def separation_scores(
     vectors: np.ndarray, families: list[str], neighbours: int, seed: int
 ) -> tuple[float, float]:
-    """Silhouette score (cosine) and 5-fold k-NN accuracy of the families."""
+    """Silhouette score (cosine) and cross-validated k-NN accuracy of the families."""
     from sklearn.metrics import silhouette_score
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     silhouette = silhouette_score(vectors, families, metric="cosine")
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     knn = KNeighborsClassifier(n_neighbors=neighbours, metric="cosine")
     accuracy = cross_val_score(knn, vectors, families, cv=folds).mean()
     return float(silhouette), float(accuracy)
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     draw_tsne(vectors, families, args.output, f"RNA-FM embeddings ({args.model}), t-SNE", args.seed)
     print(f"sequences: {len(records)} in {len(FAMILIES)} families")
     print(f"silhouette score (cosine, embedding space): {silhouette:.3f}")
-    print(f"{args.neighbours}-NN family accuracy (5-fold): {accuracy:.3f}")
+    print(f"{args.neighbours}-NN family accuracy ({FOLDS}-fold): {accuracy:.3f}")
     print(f"t-SNE plot: {args.output}")
 
 

@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-length",
         type=int,
         default=None,
-        help="truncate longer sequences to this many nt (counted and reported)",
+        help="truncate longer sequences to this many residues: nucleotides, or codons for mRNA-FM (counted and "
+        "reported; default: the model's limit, 1022)",
     )
     parser.add_argument("--per-type", type=int, default=None, help="use at most this many sequences per type")
     parser.add_argument("--test-size", type=float, default=0.15)
@@ -66,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device", choices=["cpu"], default=None, help="train on CPU even where a GPU exists"
     )
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_length is not None and args.max_length < 1:
+        parser.error(f"--max-length must be at least 1, got {args.max_length}")
+    if args.per_type is not None and args.per_type < 1:
+        parser.error(f"--per-type must be at least 1, got {args.per_type}")
+    return args
 
 
 def read_typed_sequences(path: Path, per_type: int | None) -> tuple[list[str], list[str]]:
@@ -232,6 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     )
     trainer.train()
     predictions = trainer.predict(test_set)
+    # Every process takes part in saving (DeepSpeed and FSDP gather the weights from all of them).
+    trainer.save_model(str(args.output_dir / "model"))
+    trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
 
@@ -247,7 +256,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     draw_confusion_matrix(
         test_labels, predicted, names, figure, f"RNA types, test split ({len(test_labels)})"
     )
-    trainer.save_model(str(args.output_dir / "model"))
     rnafm_hf.add_remote_code(args.output_dir / "model")  # loads with trust_remote_code, without rnafm-hf
     summary = {
         "processes": trainer.args.world_size,
@@ -263,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"trained in {trainer.args.world_size} process(es)"
     )
     if truncated:
-        print(f"{truncated} sequences were longer than {limit - 2} nt and were truncated to it")
+        unit = "codons" if model.config.k_mer == 3 else "nt"
+        print(f"{truncated} sequences were longer than {limit - 2} {unit} and were truncated to it")
     print(f"{'test split':<26}{'accuracy':>10}{'macro-F1':>10}")
     for name, values in (
         ("fine-tuned", results["model"]),

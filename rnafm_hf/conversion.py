@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,20 @@ def add_remote_code(folder: str | os.PathLike) -> None:
     if tokenizer_path.is_file():
         tokenizer_config = json.loads(tokenizer_path.read_text())
         tokenizer_class = tokenizer_config.get("tokenizer_class", RnaFmTokenizer.__name__)
+        known = (RnaFmTokenizer.__name__, RnaFmCodonTokenizer.__name__)
+        if tokenizer_class not in known:
+            raise ValueError(
+                f"{tokenizer_path} names the tokenizer {tokenizer_class!r}, which is not one of rnafm-hf's "
+                f"({', '.join(known)}); save the RNA-FM tokenizer there (tokenizer.save_pretrained)."
+            )
         tokenizer_config["auto_map"] = {"AutoTokenizer": [None, f"tokenization_rnafm.{tokenizer_class}"]}
         tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
+    else:
+        warnings.warn(
+            f"{folder} has no tokenizer: the model will load without rnafm-hf, but AutoTokenizer will not. Save "
+            "it there too (tokenizer.save_pretrained, or Trainer(processing_class=tokenizer)).",
+            stacklevel=2,
+        )
     package = Path(__file__).parent
     for name in REMOTE_CODE_FILES:
         shutil.copyfile(package / name, folder / name)

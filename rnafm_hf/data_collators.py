@@ -60,9 +60,16 @@ class RnaFmDataCollatorForLanguageModeling(DataCollatorForLanguageModeling):
             raise ValueError(f"{type(self).__name__} builds PyTorch batches only; leave return_tensors='pt'.")
         if self.replacement_ids is None:
             self.replacement_ids = canonical_residue_ids(self.tokenizer)
-        special = set(self.tokenizer.all_special_ids)
-        if not self.replacement_ids or special & set(self.replacement_ids):
-            raise ValueError("replacement_ids must be a non-empty list of non-special token ids.")
+        special, size = set(self.tokenizer.all_special_ids), len(self.tokenizer)
+        if (
+            not self.replacement_ids
+            or special & set(self.replacement_ids)
+            or not all(0 <= i < size for i in self.replacement_ids)
+        ):
+            raise ValueError(
+                f"replacement_ids must be a non-empty list of non-special token ids below {size}; got "
+                f"{list(self.replacement_ids)}."
+            )
         self._replacements = torch.tensor(list(self.replacement_ids), dtype=torch.long)
 
     def torch_mask_tokens(
@@ -90,7 +97,8 @@ class DataCollatorForPairLabels:
     """
     Batches for the residue-pair models ([`RnaFmForSecondaryStructure`], [`RnaFmForContactPrediction`]): the
     tokens are padded by the tokenizer (on the right), and each example's `labels`, an (L, L) map over its L
-    residues (1 paired, 0 not, -100 ignored), are padded with -100 to the longest sequence of the batch.
+    residues (1 paired, 0 not, a probability in between for soft labels, -100 ignored), are padded with -100 to
+    the longest sequence of the batch, as float32.
 
     Example:
 
@@ -114,19 +122,32 @@ class DataCollatorForPairLabels:
             raise ValueError("Pair labels need right padding: set tokenizer.padding_side = 'right'.")
         inputs = [{key: value for key, value in feature.items() if key != "labels"} for feature in features]
         batch = self.tokenizer.pad(inputs, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of)
-        if not all("labels" in feature for feature in features):
+        labelled = ["labels" in feature for feature in features]
+        if not any(labelled):
             return dict(batch)
+        if not all(labelled):
+            raise ValueError(
+                f"Example {labelled.index(False)} of the batch has no labels but others have: label every "
+                "example (-100 everywhere to ignore one)."
+            )
         # The pair models return maps over the padded length minus <cls> and <eos>.
         size = batch["input_ids"].shape[1] - 2
-        labels = torch.full((len(features), size, size), -100, dtype=torch.long)
+        labels = torch.full((len(features), size, size), -100, dtype=torch.float32)
         for index, (feature, example) in enumerate(zip(features, inputs, strict=True)):
-            label = torch.as_tensor(feature["labels"], dtype=torch.long)
+            label = torch.as_tensor(feature["labels"], dtype=torch.float32)
             residues = len(example["input_ids"]) - 2
             if label.shape != (residues, residues):
                 raise ValueError(
                     f"Example {index} of the batch has {residues} residues but labels of shape "
                     f"{tuple(label.shape)}; give an ({residues}, {residues}) map over the residues, without "
                     "<cls> and <eos>."
+                )
+            wrong = ~((label == -100) | ((label >= 0) & (label <= 1)))
+            if wrong.any():
+                i, j = wrong.nonzero()[0].tolist()
+                raise ValueError(
+                    f"Example {index} of the batch has the pair label {label[i, j].item()} at ({i}, {j}); pair "
+                    "labels are 1 (paired), 0 (not), a probability in between, or -100 (ignored)."
                 )
             labels[index, :residues, :residues] = label
         batch["labels"] = labels

@@ -84,12 +84,44 @@ def residue_mask_of(
     return mask
 
 
-def pair_loss(logits: torch.Tensor, labels: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy over the labelled (not -100) pairs of real residues."""
-    valid = (labels != -100) & residue_mask[:, :, None] & residue_mask[:, None, :]
+def check_no_labels_outside(labels: torch.Tensor, inside: torch.Tensor, where: str, how: str) -> None:
+    """Under Trainer, which scales the loss by its own count of labels that are not -100, every label outside the
+    residues must be -100, or the count (and so the loss) would be off."""
+    outside = (labels != -100) & ~inside
+    if outside.any():
+        index = outside.nonzero()[0].tolist()
+        raise ValueError(
+            f"Sequence {index[0]} of the batch has a label at {where} {tuple(index[1:])}, outside its residues. "
+            f"Trainer counts every label that is not -100 to scale the loss, so give -100 there ({how})."
+        )
+
+
+def pair_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    residue_mask: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy over the labelled (not -100) pairs of real residues: their mean, or their sum over
+    `num_items_in_batch` (Trainer's count of labelled pairs in the whole batch, which keeps gradient accumulation
+    and several processes exact)."""
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"Pair labels have shape {tuple(labels.shape)} but the model's pair map is {tuple(logits.shape)}: one "
+            "(L, L) map per sequence over its residues, without <cls> and <eos>, padded with -100 to the longest "
+            "sequence of the batch. rnafm_hf.DataCollatorForPairLabels builds them."
+        )
+    residue_pairs = residue_mask[:, :, None] & residue_mask[:, None, :]
+    if num_items_in_batch is not None:
+        check_no_labels_outside(labels, residue_pairs, "pair", "DataCollatorForPairLabels pads with -100")
+    valid = (labels != -100) & residue_pairs
     if not valid.any():  # a batch without labelled pairs contributes nothing (rather than NaN)
         return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].to(logits.dtype))
+    targets = labels[valid].to(logits.dtype)
+    if num_items_in_batch is None:
+        return F.binary_cross_entropy_with_logits(logits[valid], targets)
+    summed = F.binary_cross_entropy_with_logits(logits[valid], targets, reduction="sum")
+    return summed / torch.as_tensor(num_items_in_batch, device=summed.device)
 
 
 def upper_triangle_symmetrized(x: torch.Tensor) -> torch.Tensor:
@@ -97,12 +129,50 @@ def upper_triangle_symmetrized(x: torch.Tensor) -> torch.Tensor:
     return torch.triu(x) + torch.triu(x, diagonal=1).transpose(-1, -2)
 
 
-def pool_sequence(hidden: torch.Tensor, residue_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool_sequence(
+    hidden: torch.Tensor, residue_mask: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
     """One vector per sequence: the mean of the residue rows (`"mean"`) or the `<cls>` row (`"cls"`)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    weights = residue_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if pooling == "mean":
+        weights = residue_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if pooling != "cls":
+        raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {pooling!r}.")
+    if attention_mask is not None and not attention_mask[:, 0].bool().all():
+        raise ValueError(
+            "<cls> pooling reads the first row, which is padding in a left-padded batch: pad on the right "
+            "(tokenizer.padding_side = 'right')."
+        )
+    return hidden[:, 0]
+
+
+def sequence_labels(labels: torch.Tensor, logits: torch.Tensor, config: RnaFmConfig) -> torch.Tensor:
+    """Labels checked against `config.problem_type` (inferred as transformers does when unset) and cast to what
+    its loss takes."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    batch, problem = logits.shape[0], config.problem_type
+    if problem == "single_label_classification":
+        if labels.shape != (batch,) or labels.is_floating_point():
+            raise ValueError(
+                f"Single-label classification takes one class index per sequence, integer labels of shape "
+                f"({batch},); got {labels.dtype} labels of shape {tuple(labels.shape)}. For several labels per "
+                "sequence give float labels of shape (batch, num_labels) and set "
+                "problem_type='multi_label_classification'."
+            )
+        return labels
+    expected = {(batch, config.num_labels)} | ({(batch,)} if config.num_labels == 1 else set())
+    if tuple(labels.shape) not in expected:
+        raise ValueError(
+            f"{problem} takes labels of shape ({batch}, {config.num_labels}) (num_labels per sequence); got "
+            f"{tuple(labels.shape)}."
+        )
+    return labels.to(logits.dtype)
 
 
 def eager_attention_forward(
@@ -450,7 +520,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
     ```
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\.", r"classifier\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -526,7 +596,7 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.decoder.weight": "rnafm.embeddings.word_embeddings.weight"}
-    _keys_to_ignore_on_load_unexpected = [r"contact_head\.", r"ss_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"contact_head\.", r"ss_head\.", r"classifier\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -606,7 +676,8 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     published ResNet head instead ([`RnaFmForSecondaryStructure`]).
 
     `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
-    cross-entropy over the labelled pairs of real residues (padding is ignored automatically).
+    cross-entropy over the labelled pairs of real residues (padding is ignored automatically; under `Trainer`,
+    which counts the labels itself, labels on padding must be -100, as `DataCollatorForPairLabels` makes them).
 
     Example:
 
@@ -623,10 +694,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
     ```
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"ss_head\."]
-    # The pair loss is a mean over the batch's labelled residue pairs, which Trainer's label count cannot know, so
-    # Trainer scales it for gradient accumulation itself.
-    accepts_loss_kwargs = False
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"ss_head\.", r"classifier\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -663,7 +731,9 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
         logits = self.contact_head(outputs.attentions, residue_mask)
         loss = None
         if labels is not None:
-            loss = pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
+            loss = pair_loss(
+                logits, labels.to(logits.device), residue_mask[:, 1:-1], kwargs.get("num_items_in_batch")
+            )
         output = RnaFmContactPredictionOutput(
             loss=loss,
             logits=logits,
@@ -688,7 +758,7 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
 
     `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
     cross-entropy over the labelled pairs of real residues, so the head can be trained with `Trainer` on new
-    structures. The original trained it with the encoder frozen (`model.rnafm.requires_grad_(False)`) and one
+    structures (batches from `DataCollatorForPairLabels`, which pads the labels with -100). The original trained it with the encoder frozen (`model.rnafm.requires_grad_(False)`) and one
     structure per batch; in training mode the BatchNorm statistics of a padded batch include the padded pairs.
 
     Example:
@@ -708,10 +778,7 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
     ```
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\."]
-    # The pair loss is a mean over the batch's labelled residue pairs, which Trainer's label count cannot know, so
-    # Trainer scales it for gradient accumulation itself.
-    accepts_loss_kwargs = False
+    _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"classifier\."]
 
     def __init__(self, config: RnaFmConfig):
         super().__init__(config)
@@ -748,7 +815,9 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
         logits = self.ss_head(embeddings, residue_mask[:, 1:-1])
         loss = None
         if labels is not None:
-            loss = pair_loss(logits, labels.to(logits.device), residue_mask[:, 1:-1])
+            loss = pair_loss(
+                logits, labels.to(logits.device), residue_mask[:, 1:-1], kwargs.get("num_items_in_batch")
+            )
         output = RnaFmContactPredictionOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -818,10 +887,17 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
         )
         hidden = outputs.last_hidden_state
         residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
-        logits = self.classifier(pool_sequence(hidden, residue_mask, self.config.classifier_pooling))
+        pooled = pool_sequence(hidden, residue_mask, attention_mask, self.config.classifier_pooling)
+        logits = self.classifier(pooled)
         loss = None
         if labels is not None:
+            labels = sequence_labels(labels.to(logits.device), logits, self.config)
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+            count = kwargs.get("num_items_in_batch")
+            if count is not None and self.config.problem_type != "single_label_classification":
+                # transformers' MSE and BCE are means whatever Trainer counted; make them sums over its count of
+                # labels in the whole batch, as the cross-entropy is, so accumulation and processes stay exact.
+                loss = loss * labels.numel() / torch.as_tensor(count, device=loss.device)
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -836,8 +912,8 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
     `logits` are (batch, tokens, num_labels) like the input, so row `i + 1` belongs to nucleotide `i` (row 0 is
     `<cls>`). `labels` (batch, tokens) are aligned the same way, as transformers' token-classification recipe
     makes them; the loss is the cross-entropy over nucleotides only: `<cls>`, `<eos>` and padding are ignored
-    whatever their label, and so is any position labelled -100. Label the special tokens -100 yourself, as below:
-    under gradient accumulation Trainer counts the labelled positions to scale the loss. The tokenizer's
+    whatever their label, and so is any position labelled -100. Under `Trainer`, which scales the loss by its own
+    count of labels, labels on those tokens are an error instead: label them -100, as below. The tokenizer's
     `word_ids()` maps tokens to nucleotides (None on the special tokens):
 
     ```python
@@ -894,9 +970,19 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
         logits = self.classifier(self.dropout(hidden))
         loss = None
         if labels is not None:
+            labels = labels.to(logits.device)
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"Token labels have shape {tuple(labels.shape)} but the input has {tuple(logits.shape[:2])} "
+                    "tokens: give one label per token, -100 on <cls>, <eos> and padding (word_ids() maps tokens to "
+                    "nucleotides; DataCollatorForTokenClassification pads the labels)."
+                )
             residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
-            labels = labels.to(logits.device).masked_fill(~residue_mask, -100)
-            loss = self.loss_function(logits, labels, self.config, **kwargs)
+            if kwargs.get("num_items_in_batch") is not None:
+                check_no_labels_outside(
+                    labels, residue_mask, "token", "word_ids() is None on <cls> and <eos>"
+                )
+            loss = self.loss_function(logits, labels.masked_fill(~residue_mask, -100), self.config, **kwargs)
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

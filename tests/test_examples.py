@@ -114,13 +114,48 @@ def test_rna_type_classification_trains_evaluates_and_saves(tiny_folder, tmp_pat
 
 @needs_data
 def test_rna_type_classification_under_accelerate_with_two_cpu_processes(tiny_folder, tmp_path):
-    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     out = run(
         [*launch, *CLASSIFY, "--model", str(tiny_folder), "--output-dir", "run", "--device", "cpu"], tmp_path
     )
     assert "trained in 2 process(es)" in out
     assert out.count("28 RNA types") == 1  # the report comes from the first process only
     check_classification_run(tmp_path / "run", processes=2)
+
+
+def test_examples_refuse_bad_options_before_any_work(tiny_folder, tmp_path):
+    cases = [
+        ("family_clustering.py", ["--per-family", "3"], "--per-family must be at least 5"),
+        (
+            "family_clustering.py",
+            ["--per-family", "5", "--neighbours", "20"],
+            "--neighbours must be at most 12",
+        ),
+        ("rna_type_classification.py", ["--max-length", "0"], "--max-length must be at least 1"),
+    ]
+    for script, options, message in cases:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), "--model", str(tiny_folder), *options],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_add_remote_code_refuses_a_foreign_tokenizer_and_warns_without_one(tmp_path):
+    torch.manual_seed(0)
+    config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    RnaFmForMaskedLM(config).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="has no tokenizer"):
+        add_remote_code(tmp_path)
+    assert (tmp_path / "modeling_rnafm.py").is_file()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
+    with pytest.raises(ValueError, match="names the tokenizer 'BertTokenizer'"):
+        add_remote_code(tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        add_remote_code(tmp_path / "nothing")
 
 
 def test_examples_explain_a_missing_data_folder(tiny_folder, tmp_path):
@@ -134,6 +169,7 @@ def test_examples_explain_a_missing_data_folder(tiny_folder, tmp_path):
                 option,
                 str(tmp_path / "none"),
             ],
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=300,

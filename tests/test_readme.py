@@ -44,14 +44,13 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     """Quickstart (embed, then fold) and the later examples, shell and Python alike, in one fresh folder. The
     example scripts' blocks run where the shared data folder exists (tests/test_examples.py skips alike)."""
     monkeypatch.chdir(tmp_path)
-    session: dict = {}  # the Python blocks run as a reader runs them: one after another in one session
     for index, (language, code) in enumerate(BLOCKS):
         if not is_walkthrough(language, code) or (needs_shared_data(code) and not DATA.exists()):
             continue
         if language == "bash":
             run_shell_block(code, tmp_path)
         else:
-            exec(compile(code, f"README.md block {index}", "exec"), session)
+            exec(compile(code, f"README.md block {index}", "exec"), {})
     out = capsys.readouterr().out
     assert "torch.Size([56, 640])" in out and "56 True" in out and "1.0 0.75 0.857" in out
     assert (tmp_path / "structures" / "hairpin.bpseq").is_file()
