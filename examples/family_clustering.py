@@ -11,8 +11,9 @@ RF00010; 2124 sequences) with mean pooling, and then:
     pip install "rnafm-hf[examples]"
     python examples/family_clustering.py --model rna-fm --output family_clustering.png
 
-`--model` is any converted RNA-FM folder (or Hub id). With the released weights the families separate cleanly;
-with random weights (the README's stand-in) the numbers only show that the pipeline runs.
+`--model` is any converted RNA-FM folder (or Hub id). Mind the baseline: the families differ so much in length
+and composition that even the README's random stand-in (2 layers) reaches a 5-NN accuracy of 0.999, with a
+silhouette of 0.237; the silhouette is where pretrained weights have room to show.
 """
 
 from __future__ import annotations

@@ -758,8 +758,9 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
 
     `labels` (batch, L, L) with 1 / 0 for paired / unpaired and -100 for pairs to ignore give a binary
     cross-entropy over the labelled pairs of real residues, so the head can be trained with `Trainer` on new
-    structures (batches from `DataCollatorForPairLabels`, which pads the labels with -100). The original trained it with the encoder frozen (`model.rnafm.requires_grad_(False)`) and one
-    structure per batch; in training mode the BatchNorm statistics of a padded batch include the padded pairs.
+    structures (batches from `DataCollatorForPairLabels`, which pads the labels with -100). The original trained
+    it with the encoder frozen (`model.rnafm.requires_grad_(False)`) and one structure per batch; in training
+    mode the BatchNorm statistics of a padded batch include the padded pairs.
 
     Example:
 
