@@ -103,8 +103,8 @@ def pair_loss(
     num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy over the labelled (not -100) pairs of real residues: their mean, or their sum over
-    `num_items_in_batch` (Trainer's count of labelled pairs in the whole batch, which keeps gradient accumulation
-    and several processes exact)."""
+    `num_items_in_batch` (Trainer's count of labelled pairs in the whole batch, which makes gradient accumulation
+    match one large batch)."""
     if labels.shape != logits.shape:
         raise ValueError(
             f"Pair labels have shape {tuple(labels.shape)} but the model's pair map is {tuple(logits.shape)}: one "
@@ -897,7 +897,7 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
             count = kwargs.get("num_items_in_batch")
             if count is not None and self.config.problem_type != "single_label_classification":
                 # transformers' MSE and BCE are means whatever Trainer counted; make them sums over its count of
-                # labels in the whole batch, as the cross-entropy is, so accumulation and processes stay exact.
+                # labels in the whole batch, as the cross-entropy is, so accumulation matches one large batch.
                 loss = loss * labels.numel() / torch.as_tensor(count, device=loss.device)
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
