@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     def compute_metrics(prediction) -> dict[str, float]:
         return scores(prediction.label_ids, prediction.predictions.argmax(-1))
 
+    checkpoint_strategy, checkpoint_steps = (
+        ("epoch", None) if args.max_steps < 0 else ("steps", max(1, args.max_steps // 2))
+    )
     training_args = TrainingArguments(
         output_dir=str(args.output_dir / "checkpoints"),
         num_train_epochs=args.epochs,
@@ -214,10 +217,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         weight_decay=0.01,
         warmup_steps=0.1,
         train_sampling_strategy="group_by_length",  # similar lengths together: little padding
-        eval_strategy="epoch" if args.max_steps < 0 else "steps",
-        eval_steps=None if args.max_steps < 0 else max(1, args.max_steps // 2),
-        save_strategy="epoch" if args.max_steps < 0 else "steps",
-        save_steps=None if args.max_steps < 0 else max(1, args.max_steps // 2),
+        # Evaluate (and keep the best) once per epoch, or twice in a run cut short by --max-steps.
+        eval_strategy=checkpoint_strategy,
+        eval_steps=checkpoint_steps,
+        save_strategy=checkpoint_strategy,
+        save_steps=checkpoint_steps,
         save_total_limit=1,
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",

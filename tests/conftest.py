@@ -16,6 +16,14 @@ torch.serialization.add_safe_globals([argparse.Namespace])
 torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+def tiny_config(**overrides):
+    """A 2-layer, 32-wide RNA-FM configuration for fast tests."""
+    from rnafm_hf import RnaFmConfig
+
+    return RnaFmConfig(**{**TINY, **overrides})
 
 
 def read_fasta(path: Path) -> list[tuple[str, str]]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmTokenizer, add_remote_code
+from rnafm_hf import RnaFmForMaskedLM, RnaFmTokenizer, add_remote_code
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -31,8 +31,7 @@ def tiny_folder(tmp_path_factory) -> Path:
     """A small randomly initialised RNA-FM saved as a converted folder is (with the remote code)."""
     folder = tmp_path_factory.mktemp("tiny-rna-fm")
     torch.manual_seed(0)
-    config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    RnaFmForMaskedLM(config).save_pretrained(folder)
+    RnaFmForMaskedLM(tiny_config()).save_pretrained(folder)
     RnaFmTokenizer().save_pretrained(folder)
     add_remote_code(folder)
     return folder
@@ -146,8 +145,7 @@ def test_examples_refuse_bad_options_before_any_work(tiny_folder, tmp_path):
 
 def test_add_remote_code_refuses_a_foreign_tokenizer_and_warns_without_one(tmp_path):
     torch.manual_seed(0)
-    config = RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    RnaFmForMaskedLM(config).save_pretrained(tmp_path)
+    RnaFmForMaskedLM(tiny_config()).save_pretrained(tmp_path)
     with pytest.warns(UserWarning, match="has no tokenizer"):
         add_remote_code(tmp_path)
     assert (tmp_path / "modeling_rnafm.py").is_file()

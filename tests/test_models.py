@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import tiny_config
 from original_checkpoints import write_original_checkpoint
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 from transformers.testing_utils import CaptureLogger
@@ -28,11 +29,6 @@ from rnafm_hf import (
 )
 
 SEQUENCES = ["GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU", "acgt<mask>uu"]
-
-
-def tiny_config(**overrides) -> RnaFmConfig:
-    values = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
-    return RnaFmConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")

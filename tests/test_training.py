@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -45,17 +46,9 @@ PAIRS = {("G", "C"), ("C", "G"), ("A", "U"), ("U", "A"), ("G", "U"), ("U", "G")}
 
 
 def tiny_config(**overrides) -> RnaFmConfig:
-    values = {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "ss_head_reduction": 8,
-        "ss_head_channels": 8,
-        "ss_head_blocks": 2,
-        "contact_head_trained": True,
-    }
-    return RnaFmConfig(**{**values, **overrides})
+    """The shared tiny configuration with a small structure head and the contact head marked trainable."""
+    heads = {"ss_head_reduction": 8, "ss_head_channels": 8, "ss_head_blocks": 2, "contact_head_trained": True}
+    return conftest.tiny_config(**{**heads, **overrides})
 
 
 def no_dropout(**overrides) -> RnaFmConfig:
