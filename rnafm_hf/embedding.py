@@ -7,11 +7,13 @@ layer axis in the order asked for.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from itertools import accumulate, chain
 from pathlib import Path
 
@@ -24,7 +26,7 @@ POOLINGS = ("none", "mean", "cls")
 LONG_MODES = ("error", "truncate", "window")
 MERGES = ("mean", "center")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_BATCH_TOKENS = 8192
+DEFAULT_BATCH_TOKENS = 4096  # as fast as larger batches on a CPU, in less memory; raise it on a GPU
 MAX_LISTED = 20
 
 
@@ -120,6 +122,25 @@ class RunStatistics:
             f"Embedded {self.sequences} sequences ({self.nucleotides} nt, {self.tokens} model tokens) in "
             f"{self.seconds:.1f} s: {per_second:.1f} sequences/s, {rate:.0f} nt/s."
         )
+
+
+@cache
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only (absent from musl)
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed by a batch back to the system. Batches of other sizes otherwise leave glibc's heap
+    fragmented, and a whole-sample CPU run grew to 1.5-1.8 GB resident where 1.1 GB is in use (measured with the
+    benchmark); trimming once per batch costs no measurable time."""
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def check_batch_tokens(batch_tokens: int) -> None:
@@ -442,6 +463,8 @@ class Embedder:
                 if not any(piece.record in wanted for piece in batch):
                     continue
                 states, starts = self.forward([piece.text for piece in batch])
+                if self.device.type == "cpu":
+                    release_freed_memory()
                 statistics.tokens += states.shape[1]
                 states = states.cpu().numpy()
                 for start, piece in zip(starts, batch, strict=True):

@@ -219,9 +219,8 @@ class PackedSequences:
         self.lengths = torch.tensor(lengths, device=device)
         self.segment_ids = torch.repeat_interleave(torch.arange(len(lengths), device=device), self.lengths)
         starts = torch.tensor(bounds[:-1], device=device)
-        self.offsets = (
-            torch.arange(total, device=device) - starts[self.segment_ids]
-        )  # place within its sequence
+        # Each token's place within its own sequence.
+        self.offsets = torch.arange(total, device=device) - starts[self.segment_ids]
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -268,7 +267,7 @@ def padded_packed_attention(
 ) -> torch.Tensor:
     """`packed_attention` as one call over the sequences padded to the longest (keys masked), which an accelerator
     runs faster than one small kernel per sequence; only the attention sees the padding."""
-    _, heads, total, head_dim = query.shape
+    heads, head_dim = query.shape[1], query.shape[3]
     count, width = len(packed), packed.max_length
     slots = packed.segment_ids * width + packed.offsets
 
@@ -385,10 +384,8 @@ class RnaFmSelfAttention(nn.Module):
         )
         dropout = self.dropout if self.training else 0.0
         if packed is not None:
-            output, probs = (
-                packed_attention(attention_interface, self, query, key, value, packed, dropout),
-                None,
-            )
+            output = packed_attention(attention_interface, self, query, key, value, packed, dropout)
+            probs = None
         else:
             output, probs = attention_interface(
                 self, query, key, value, attention_mask, dropout=dropout, scaling=1.0, is_causal=False
