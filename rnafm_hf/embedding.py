@@ -564,8 +564,9 @@ def embed(
     (default 1022) every `window_stride` (default half a window) and stitches them (`merge="mean"`: each position
     averaged over the windows that contain it; `"center"`: taken from the window where it sits farthest from a cut).
     Skipped, truncated and summary messages go to `log` (stderr by default; `None` silences them).
-    Batches hold up to `batch_tokens` model tokens, packed without padding; `dtype="bfloat16"`/`"float16"` runs the model
-    under autocast (arrays stay float32).
+    Batches hold up to `batch_tokens` model tokens, packed end to end without padding; `dtype="bfloat16"` /
+    `"float16"` runs the model under autocast (arrays stay float32). A folder or Hub id is loaded with torch's GELU
+    kernel (`hidden_act="gelu"`, within 1e-6 of the original formula and faster); a loaded model runs as it is.
 
     Example (a tiny random model; use a converted folder in practice):
 

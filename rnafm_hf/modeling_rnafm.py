@@ -8,6 +8,7 @@ the token embeddings. Layer parameters keep the original names (`self_attn.q_pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -30,6 +31,8 @@ from transformers.utils import logging
 from .configuration_rnafm import RnaFmConfig
 
 logger = logging.get_logger(__name__)
+# transformers' attention functions: (module, query, key, value, mask, **options) -> (output, weights or None).
+AttentionInterface = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 # Token dropout replays the masking statistics of pretraining: 15% of tokens selected, 80% of those masked.
 MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -227,7 +230,7 @@ class PackedSequences:
 
 
 def packed_attention(
-    attention_interface,
+    attention_interface: AttentionInterface,
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -257,7 +260,7 @@ def packed_attention(
 
 
 def padded_packed_attention(
-    attention_interface,
+    attention_interface: AttentionInterface,
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
