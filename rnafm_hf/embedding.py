@@ -510,8 +510,17 @@ class Embedder:
         return array[0] if len(self.layers) == 1 else array
 
 
-def load_encoder(model, tokenizer=None, device: str | torch.device | None = None):
-    """`(model, tokenizer)` from a folder or Hub id (the encoder of any RNA-FM folder), or a loaded model."""
+def load_encoder(
+    model,
+    tokenizer=None,
+    device: str | torch.device | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+):
+    """`(model, tokenizer)` from a folder or Hub id (the encoder of any RNA-FM folder), or a loaded model.
+
+    A folder loaded for reduced-precision compute keeps its linear layers in `compute_dtype` (what autocast would
+    cast them to on every call, so the numbers are the same) and the rest in float32, which halves the weights'
+    memory instead of holding float32 weights plus autocast's reduced copies."""
     from transformers import AutoModel, AutoTokenizer
 
     if isinstance(model, (str, os.PathLike)):
@@ -525,6 +534,10 @@ def load_encoder(model, tokenizer=None, device: str | torch.device | None = None
         # float32 weights whatever the folder stores: --dtype decides the compute precision. torch's GELU kernel,
         # within ~1e-6 of the original formula, is one pass over the feed-forward intermediate instead of five.
         model = AutoModel.from_pretrained(name, dtype=torch.float32, hidden_act="gelu")
+        if compute_dtype != torch.float32:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(compute_dtype)
     elif tokenizer is None:
         raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
     if device is None:
@@ -615,7 +628,7 @@ def prepared(
 ) -> tuple[Embedder, list[SequenceRecord], list[SequenceRecord], list[InvalidRecord]]:
     """What every run starts with: the loaded model, all input records, those to embed and those skipped."""
     records = read_inputs(inputs)
-    loaded, tokenizer = load_encoder(model, tokenizer, device)
+    loaded, tokenizer = load_encoder(model, tokenizer, device, DTYPES[settings.dtype])
     embedder = Embedder(loaded, tokenizer, settings, device)
     valid, skipped = checked_records(embedder, records, skip_invalid, log)
     return embedder, records, valid, skipped

@@ -653,6 +653,19 @@ def test_a_half_precision_folder_is_embedded_in_float32(tmp_path, rna_model):
     assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
 
 
+def test_a_bfloat16_run_from_a_folder_keeps_linear_weights_in_bfloat16_with_the_same_numbers(rna_folder):
+    model, _ = rnafm_hf.embedding.load_encoder(rna_folder, device="cpu", compute_dtype=torch.bfloat16)
+    linear = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    assert linear and all(module.weight.dtype == torch.bfloat16 for module in linear)
+    assert model.embeddings.word_embeddings.weight.dtype == torch.float32
+    sequences = {"a": SEQUENCES["hairpin"], "b": SEQUENCES["loop"]}
+    from_folder = dict(embed(sequences, rna_folder, dtype="bfloat16", **quiet()))
+    autocast_only = RnaFmModel.from_pretrained(rna_folder, hidden_act="gelu")
+    reference = dict(embed(sequences, autocast_only, tokenizer=RnaFmTokenizer(), dtype="bfloat16", **quiet()))
+    for name in sequences:
+        np.testing.assert_array_equal(from_folder[name], reference[name])
+
+
 def test_each_launched_process_uses_its_own_gpu(monkeypatch):
     class TwoProcesses:
         num_processes = 2
