@@ -259,7 +259,11 @@ def report(results: dict) -> str:
         f"{max(results['peaks_fp32']):.0f}), bf16 {peak16:.0f} GFLOP/s ({min(results['peaks_bf16']):.0f}-"
         f"{max(results['peaks_bf16']):.0f}).",
         "",
-        f"Each job ran {results['repeats']} times, round robin; wall time is the median, peak RSS the largest.",
+        (
+            "Each job ran once."
+            if results["repeats"] == 1
+            else f"Each job ran {results['repeats']} times, round robin; wall time is the median, peak RSS the largest."
+        ),
         "",
         "| implementation | wall (s) | nt/s | effective GFLOP/s | % of fp32 peak | peak RSS (MB) | vs faster fm |",
         "|---|---|---|---|---|---|---|",
