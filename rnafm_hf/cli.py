@@ -1,5 +1,5 @@
-"""The `rnafm-hf` command: `rnafm-hf convert ...`, `push ...`, `fold ...`, `embed ...` (`rnafm-hf SUBCOMMAND --help`
-for each)."""
+"""The `rnafm-hf` command: `rnafm-hf convert ...`, `push ...`, `fold ...`, `embed ...`, `serve ...` (`rnafm-hf
+SUBCOMMAND --help` for each)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,27 @@ def _embed(args: argparse.Namespace) -> int:
         earlier = f", {result.already_done} from an earlier run" if result.already_done else ""
         print(f"Embedded {result.embedded} sequences into {result.output_dir}{earlier}{skipped}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServerLimits
+
+    limits = ServerLimits(**{field: getattr(args, field) for field in LIMIT_HELP})
+    from .webapp import serve  # ImportError with the install command when Gradio is missing
+
+    _say(f"Loading {args.model}" + (f" and {args.ss_model}" if args.ss_model else ""))
+    serve(args.model, args.ss_model, args.host, args.port, limits, args.device)
+    return 0
+
+
+# The options of `serve` that set `ServerLimits`, by field.
+LIMIT_HELP = {
+    "max_sequences": "sequences per request",
+    "max_nucleotides": "nucleotides per request, in all",
+    "max_upload_mb": "size of an uploaded file in MB",
+    "concurrency": "requests of each kind (embed, fold) run at once; the rest wait in the queue",
+    "queue_size": "requests that may wait; more are turned away",
+}
 
 
 def _end_processes() -> bool:
@@ -272,7 +293,40 @@ def build_parser() -> argparse.ArgumentParser:
     fold.set_defaults(handler=_fold)
 
     _add_embed_parser(commands)
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands) -> None:
+    from .server import SERVE_INSTALL, ServerLimits
+
+    defaults = ServerLimits()
+    serve = commands.add_parser(
+        "serve",
+        help="the web app: embeddings and structures in the browser",
+        description="Serve the RNA-FM web app (Gradio): paste sequences or upload a FASTA file, download "
+        f"embeddings, see and download secondary structures. Needs {SERVE_INSTALL}.",
+    )
+    serve.add_argument("--model", default="rna-fm", help="converted RNA-FM folder or Hub id (default rna-fm)")
+    serve.add_argument(
+        "--ss-model", help="converted secondary-structure folder or Hub id (adds the structure tab)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)"
+    )
+    for field, explanation in LIMIT_HELP.items():
+        default = getattr(defaults, field)
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{explanation} (default {default:g})",
+        )
+    serve.add_argument("--device", help="torch device, e.g. cpu or cuda (default: a GPU if any)")
+    serve.set_defaults(handler=_serve)
 
 
 def _add_embed_parser(commands) -> None:

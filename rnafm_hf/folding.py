@@ -7,17 +7,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .drawing import PLOT_INSTALL, plot_structure
 from .fasta import UNSAFE_NAME, read_fasta, safe_stems, unknown_letters
 from .pipeline import TASK
 from .structure import FORMATS, SecondaryStructure
 from .tokenization_rnafm import UnknownResidueWarning
 
+if TYPE_CHECKING:
+    from transformers import Pipeline
+
 OUTPUT_FORMATS = (*FORMATS, "npy")
-PLOT_INSTALL = "pip install 'rnafm-hf[plot]'"
 SUMMARY_NAME = "summary.tsv"
 
 
@@ -37,37 +40,6 @@ class FoldedRecord:
 def parse_formats(text: str) -> tuple[str, ...]:
     """`"ct, DBN"` -> `("ct", "dbn")`; `fold_fasta` checks the names."""
     return tuple(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
-
-
-def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, path: Path) -> None:
-    """A heat map of the pairing probabilities with the chosen pairs circled, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    length = len(structure.sequence)
-    figure, axes = plt.subplots(figsize=(6, 5.2), dpi=120)
-    image = axes.imshow(probabilities, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    if structure.pairs:
-        rows, columns = np.array(structure.pairs).T
-        axes.scatter(
-            np.concatenate([columns, rows]),
-            np.concatenate([rows, columns]),
-            s=max(4.0, 1500 / length),
-            facecolors="none",
-            edgecolors="crimson",
-            linewidths=0.8,
-            label="predicted pairs",
-        )
-        axes.legend(loc="upper right", fontsize=7)
-    axes.set_title(f"{structure.name} ({length} nt, {len(structure.pairs)} pairs)", fontsize=9)
-    axes.set_xlabel("position j")
-    axes.set_ylabel("position i")
-    figure.colorbar(image, ax=axes, label="pairing probability")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
 
 
 def _clear_output(output_dir: Path, overwrite: bool) -> None:
@@ -97,7 +69,7 @@ def _clear_output(output_dir: Path, overwrite: bool) -> None:
 
 def fold_fasta(
     fasta: str | os.PathLike,
-    model: str | os.PathLike = "rna-fm-ss",
+    model: str | os.PathLike | Pipeline = "rna-fm-ss",
     output_dir: str | os.PathLike = "structures",
     *,
     formats: Sequence[str] = OUTPUT_FORMATS,
@@ -114,7 +86,8 @@ def fold_fasta(
     Predict the structure of every sequence in `fasta` with a converted secondary-structure folder and write, per
     sequence, `<id>.ct`, `.bpseq`, `.dbn` and `.npy` (the probability map), as `formats` selects, plus a `.png`
     heat map with `plot`, and `summary.tsv` for all. A sequence longer than the model reads, or empty, is
-    reported by id and skipped; the others still fold. Returns the summary rows in FASTA order.
+    reported by id and skipped; the others still fold. Returns the summary rows in FASTA order. `model` may also be
+    a loaded `pipeline("rna-secondary-structure")`, which a server folds many requests with.
 
     Example:
 
@@ -125,10 +98,11 @@ def fold_fasta(
     ```
     """
     from huggingface_hub.utils import tqdm
-    from transformers import pipeline
+    from transformers import Pipeline, pipeline
 
     output_dir = Path(output_dir)
-    if not Path(model).exists() and "/" not in os.fspath(model):
+    loaded = isinstance(model, Pipeline)
+    if not loaded and not Path(model).exists() and "/" not in os.fspath(model):
         raise FileNotFoundError(
             f"No model folder {os.fspath(model)!r}: convert RNA-FM-ResNet_PDB-All.pth first "
             f"(`rnafm-hf convert FILE --output {os.fspath(model)}`), or name a Hub repo as OWNER/NAME."
@@ -147,7 +121,7 @@ def fold_fasta(
         except ImportError as error:
             raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
     _clear_output(output_dir, overwrite)
-    fold = pipeline(TASK, model=os.fspath(model), device=device)
+    fold = model if loaded else pipeline(TASK, model=os.fspath(model), device=device)
     limit = fold.model.config.max_tokens - 2
     valid = fold.tokenizer.valid_letters
 
@@ -175,6 +149,8 @@ def fold_fasta(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownResidueWarning)  # already reported above, by id
         results = fold((sequence for _, sequence in jobs), batch_size=batch_size, **options)
+        # A plain generator: the pipeline's iterator has a __len__ that fails, which progress trackers call.
+        results = (result for result in results)
         bar = tqdm(results, total=len(jobs), desc="Folding", unit="seq", disable=not progress)
         for (row, _), result in zip(jobs, bar, strict=True):
             _write_outputs(row, result, output_dir, formats, plot)

@@ -17,6 +17,7 @@ README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, re.DOTALL)
 SHELL_BLOCKS = [code for language, code in BLOCKS if language == "bash"]
 INSTALL_OR_TEST = ("pip install", "python -m pytest")
+SERVE = "rnafm-hf serve"
 
 
 def run_shell_block(code: str, cwd: Path) -> None:
@@ -31,8 +32,9 @@ def run_shell_block(code: str, cwd: Path) -> None:
 
 
 def is_walkthrough(language: str, code: str) -> bool:
-    """The blocks a reader runs one after another; install/test commands and the hf:// example are tested apart."""
-    return not (language == "bash" and (code.startswith(INSTALL_OR_TEST) or "hf://" in code))
+    """The blocks a reader runs one after another; install/test commands, the hf:// example and the web app (which
+    runs until stopped) are tested apart."""
+    return not (language == "bash" and (code.startswith(INSTALL_OR_TEST) or "hf://" in code or SERVE in code))
 
 
 def needs_shared_data(code: str) -> bool:
@@ -107,9 +109,46 @@ def test_install_command_installs_this_distribution():
     assert SHELL_BLOCKS[0].strip() == "pip install ."
 
 
+def test_web_app_command_serves_the_quickstart_folders(tmp_path):
+    """The README's `rnafm-hf serve` line, as written, in a folder with `rna-fm` and `rna-fm-ss` (random weights);
+    driven with Gradio's client, then stopped."""
+    pytest.importorskip("gradio", reason="the web app needs the serve extra")
+    from gradio_client import Client
+    from original_checkpoints import write_secondary_structure_checkpoint
+    from test_server import HAIRPIN, free_port, wait_for_url
+
+    from rnafm_hf.conversion import convert_checkpoint
+
+    block = next(code for code in SHELL_BLOCKS if SERVE in code)
+    convert_checkpoint(write_original_checkpoint(tmp_path / "RNA-FM.pth"), tmp_path / "rna-fm", verify=False)
+    ss = write_secondary_structure_checkpoint(tmp_path / "RNA-FM-ResNet.pth")
+    convert_checkpoint(ss, tmp_path / "rna-fm-ss", verify=False)
+    environment = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "GRADIO_SERVER_PORT": str(free_port()),
+    }
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {block.strip()}"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        client = Client(wait_for_url(server), verbose=False)
+        dot_brackets = client.predict(f">hairpin\n{HAIRPIN}", None, False, 0.5, api_name="/fold")[0]
+        assert dot_brackets.startswith(f">hairpin\n{HAIRPIN}\n")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_blocks_outside_the_walkthrough_are_the_ones_tested_apart():
-    """Install/test commands are checked against CI, and the one hf:// block runs in test_conversion_commands_run."""
+    """Install/test commands are checked against CI, the one hf:// block runs in test_conversion_commands_run, the
+    one web app block in test_web_app_command_serves_the_quickstart_folders."""
     apart = [code for language, code in BLOCKS if not is_walkthrough(language, code)]
-    assert sum("hf://" in code for code in apart) == 1
-    assert all(code.startswith(INSTALL_OR_TEST) or "hf://" in code for code in apart)
+    assert sum("hf://" in code for code in apart) == 1 and sum(SERVE in code for code in apart) == 1
+    assert all(code.startswith(INSTALL_OR_TEST) or "hf://" in code or SERVE in code for code in apart)
     assert any(language == "python" for language, _ in BLOCKS) and len(apart) < len(BLOCKS)

@@ -1,0 +1,307 @@
+"""
+The RNA-FM web app: embeddings and secondary structures in the browser, locally with `rnafm-hf serve` or unchanged
+as a Hugging Face Space (`app.py`). Built on Gradio (`pip install 'rnafm-hf[serve]'`).
+
+Sequences are pasted (FASTA, or one sequence per line) or uploaded as a FASTA file, within limits the page states
+and the server enforces. Each action has its own queue with a concurrency limit, so a long embedding job never
+holds up folding, and a request's size is capped, so none can hold its queue for long. Bad input is answered with
+the messages the library gives.
+
+Example (`RnaFmServer("rna-fm", "rna-fm-ss")` loads converted folders, as `rnafm-hf serve` does):
+
+```python
+>>> from rnafm_hf.server import ServerLimits, parse_pasted
+>>> parse_pasted(">first RNA\\nACGU\\n>second\\nGGC")
+[('first', 'ACGU'), ('second', 'GGC')]
+>>> ServerLimits(max_sequences=10).describe()
+'Up to 10 sequences and 20,000 nt per request; uploaded files up to 5 MB.'
+
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embedding import POOLINGS, InvalidSequencesError, embed, load_encoder
+from .fasta import read_fasta
+from .structure import SecondaryStructure
+
+SERVE_INSTALL = "pip install 'rnafm-hf[serve]'"
+EXAMPLE_INPUT = """>1ehz_tRNA-Phe
+GCGGAUUUAGCUCAGUUGGGAGAGCGCCAGACUGAAGAUCUGGAGGUCCUGUGUUCGAUCCACAGAAUUCGCACCA
+>hairpin
+GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU
+"""
+# Results stay downloadable this long; older request folders are removed when a new request comes.
+KEEP_RESULTS_SECONDS = 3600
+
+
+class RequestError(ValueError):
+    """Input the server refuses; the message says what to change. Shown to the user as it is."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may hold, and how many requests of each kind run at once."""
+
+    max_sequences: int = 50
+    max_nucleotides: int = 20_000
+    max_upload_mb: float = 5.0
+    concurrency: int = 1
+    queue_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_sequences", "max_nucleotides", "concurrency", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        if self.max_upload_mb <= 0:
+            raise ValueError(f"max_upload_mb must be positive; got {self.max_upload_mb}.")
+
+    @classmethod
+    def from_environment(cls, prefix: str = "RNAFM_") -> ServerLimits:
+        """Limits from variables such as `RNAFM_MAX_SEQUENCES` (a Space's settings); unset ones keep the default."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            text = os.environ.get(prefix + field.name.upper())
+            if text:
+                values[field.name] = type(field.default)(text)
+        return cls(**values)
+
+    def describe(self) -> str:
+        return (
+            f"Up to {self.max_sequences:,} sequences and {self.max_nucleotides:,} nt per request; "
+            f"uploaded files up to {self.max_upload_mb:g} MB."
+        )
+
+
+def parse_pasted(text: str) -> list[tuple[str, str]]:
+    """`(id, sequence)` pairs from pasted text: FASTA when a line starts with `>`, else one sequence per line (ids
+    `sequence_1`, `sequence_2`, ...)."""
+    import dnaio
+
+    text = text.strip()
+    if not text:
+        return []
+    if not any(line.lstrip().startswith(">") for line in text.splitlines()):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return [(f"sequence_{number}", line) for number, line in enumerate(lines, 1)]
+    try:
+        with dnaio.open(io.BytesIO(text.encode()), fileformat="fasta") as records:
+            return [(record.id, record.sequence) for record in records]
+    except dnaio.exceptions.FileFormatError as error:
+        raise RequestError(f"The pasted text is not valid FASTA. {error}") from error
+
+
+class RnaFmServer:
+    """
+    The work behind the page, free of Gradio: reads a request's sequences within the limits, embeds them into an
+    `.npz` file, folds them into structure files and draws them. Models are loaded once, when the server starts.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = "rna-fm",
+        ss_model: str | os.PathLike | None = None,
+        limits: ServerLimits | None = None,
+        device: str | None = None,
+    ):
+        from transformers import pipeline
+
+        from .pipeline import TASK
+
+        self.limits = limits or ServerLimits()
+        self.model_name = os.fspath(model)
+        self.encoder, self.tokenizer = load_encoder(model, device=device)
+        self.encoder.eval()
+        self.num_layers = self.encoder.config.num_hidden_layers
+        self.fold_pipeline = None
+        self.ss_model_name = None if ss_model is None else os.fspath(ss_model)
+        if ss_model is not None:
+            if not Path(ss_model).exists() and os.fspath(ss_model).count("/") != 1:
+                raise FileNotFoundError(
+                    f"No secondary-structure folder {self.ss_model_name!r}: convert RNA-FM-ResNet_PDB-All.pth first "
+                    f"(`rnafm-hf convert FILE --output {self.ss_model_name}`), or name a Hub repo as OWNER/NAME."
+                )
+            self.fold_pipeline = pipeline(TASK, model=self.ss_model_name, device=device)
+        self.workdir = Path(tempfile.mkdtemp(prefix="rnafm-hf-serve-"))
+
+    # ---- input -----------------------------------------------------------------------------------------------
+
+    def read_request(self, text: str | None, upload: str | os.PathLike | None) -> list[tuple[str, str]]:
+        """The sequences of one request, pasted or uploaded (not both), within the limits."""
+        text = (text or "").strip()
+        if text and upload:
+            raise RequestError("Paste sequences or upload a FASTA file, not both: clear one of them.")
+        if upload:
+            size = Path(upload).stat().st_size
+            if size > self.limits.max_upload_mb * 2**20:
+                raise RequestError(
+                    f"The file is {size / 2**20:.1f} MB; this server takes files up to "
+                    f"{self.limits.max_upload_mb:g} MB. Split it, or run `rnafm-hf` locally for large sets."
+                )
+            try:
+                records = read_fasta(upload)
+            except ValueError as error:
+                raise RequestError(str(error).replace(str(upload), Path(upload).name)) from None
+        else:
+            records = parse_pasted(text)
+        if not records:
+            raise RequestError("No sequences: paste FASTA or one sequence per line, or upload a FASTA file.")
+        if len(records) > self.limits.max_sequences:
+            raise RequestError(
+                f"The input holds {len(records):,} sequences; this server takes at most "
+                f"{self.limits.max_sequences:,} per request. Split it, or run `rnafm-hf` locally for large sets."
+            )
+        total = sum(len("".join(sequence.split())) for _, sequence in records)
+        if total > self.limits.max_nucleotides:
+            raise RequestError(
+                f"The input holds {total:,} nt in all; this server takes at most {self.limits.max_nucleotides:,} nt "
+                "per request. Split it, or run `rnafm-hf` locally for large sets."
+            )
+        return records
+
+    def _request_folder(self) -> Path:
+        """A fresh folder for one request's files; folders older than `KEEP_RESULTS_SECONDS` are removed."""
+        cutoff = time.time() - KEEP_RESULTS_SECONDS
+        for old in self.workdir.iterdir():
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.workdir))
+
+    # ---- embeddings ------------------------------------------------------------------------------------------
+
+    def embed(
+        self, records: list[tuple[str, str]], layer: int, pooling: str, skip_invalid: bool = False
+    ) -> tuple[Path, str]:
+        """Embed `records` into `embeddings.npz` (one float32 array per id) and a report of what was done."""
+        if not 0 <= layer <= self.num_layers:
+            raise RequestError(
+                f"Layer {layer} does not exist: choose 0 (embeddings) to {self.num_layers} (last)."
+            )
+        if pooling not in POOLINGS:
+            raise RequestError(f"Pooling {pooling!r} is unknown: choose one of {', '.join(POOLINGS)}.")
+        messages: list[str] = []
+        try:
+            arrays = dict(
+                embed(
+                    records,
+                    self.encoder,
+                    tokenizer=self.tokenizer,
+                    layers=layer,
+                    pooling=pooling,
+                    skip_invalid=skip_invalid,
+                    log=messages.append,
+                )
+            )
+        except InvalidSequencesError as error:
+            listed = "\n".join(f"  {item}" for item in error.invalid)
+            advice = (
+                "Fix them and submit again."
+                if skip_invalid
+                else "Fix them, or tick 'Skip invalid sequences'."
+            )
+            raise RequestError(
+                f"{len(error.invalid)} input record(s) cannot be embedded:\n{listed}\n{advice}"
+            ) from None
+        path = self._request_folder() / "embeddings.npz"
+        with zipfile.ZipFile(
+            path, "w"
+        ) as archive:  # np.savez, but any id is a key (also "file" or "allow_pickle")
+            for identifier in dict.fromkeys(identifier for identifier, _ in records):  # input order
+                if (array := arrays.get(identifier)) is None:
+                    continue  # skipped as invalid, and reported
+                with archive.open(f"{identifier}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        shape = "(hidden,)" if pooling != "none" else "(length, hidden)"
+        messages.append(
+            f"{len(arrays)} arrays {shape}, layer {layer}, pooling {pooling}: np.load('embeddings.npz')[id]."
+        )
+        return path, "\n".join(messages)
+
+    # ---- secondary structure ---------------------------------------------------------------------------------
+
+    def fold(
+        self, records: list[tuple[str, str]], canonical_only: bool = False, threshold: float | None = None
+    ) -> FoldResult:
+        """Fold `records` into `.ct`, `.bpseq`, `.dbn` and `.npy` files per sequence, as `rnafm-hf fold` does."""
+        from .folding import fold_fasta, summary_table
+
+        if self.fold_pipeline is None:
+            raise RequestError("This server has no secondary-structure model: start it with --ss-model DIR.")
+        first_at: dict[str, int] = {}
+        duplicates = [
+            f"  record {number} ({identifier!r}): duplicate id (first at record {first_at[identifier]})"
+            for number, (identifier, _) in enumerate(records, 1)
+            if first_at.setdefault(identifier, number) != number
+        ]
+        if duplicates:
+            raise RequestError(
+                f"{len(duplicates)} input record(s) cannot be folded:\n"
+                + "\n".join(duplicates)
+                + "\nRename them."
+            )
+        folder = self._request_folder()
+        fasta = folder / "input.fasta"
+        fasta.write_text("".join(f">{identifier}\n{sequence}\n" for identifier, sequence in records))
+        messages: list[str] = []
+        try:
+            rows = fold_fasta(
+                fasta,
+                self.fold_pipeline,
+                folder / "structures",
+                threshold=threshold,
+                canonical_only=canonical_only,
+                log=messages.append,
+            )
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        folded = [row for row in rows if row.skipped is None]
+        if not folded:
+            raise RequestError("Nothing could be folded:\n" + "\n".join(messages))
+        archive = shutil.make_archive(os.fspath(folder / "structures"), "zip", folder / "structures")
+        report = "\n".join([*messages, summary_table(rows)])
+        return FoldResult(folder / "structures", Path(archive), {row.id: row.stem for row in folded}, report)
+
+    def draw(self, result: FoldResult, identifier: str) -> dict[str, Any]:
+        """The structure of one folded sequence: dot-bracket, heat map and arc diagram PNGs, and its files."""
+        from .drawing import plot_arcs, plot_structure
+
+        if identifier not in result.stems:
+            raise RequestError(f"No folded sequence {identifier!r} in this result; choose one of the list.")
+        stem = result.stems[identifier]
+        files = {suffix: result.folder / f"{stem}.{suffix}" for suffix in ("ct", "bpseq", "dbn", "npy")}
+        if not files["ct"].is_file():
+            raise RequestError("These results have expired; submit the sequences again.")
+        structure = SecondaryStructure.read(files["ct"])
+        structure = SecondaryStructure(structure.sequence, structure.pairs, identifier)
+        heat_map, arcs = result.folder / f"{stem}.heatmap.png", result.folder / f"{stem}.arcs.png"
+        if not heat_map.is_file():
+            plot_structure(np.load(files["npy"]), structure, heat_map)
+            plot_arcs(structure, arcs)
+        return {"structure": structure, "heat_map": heat_map, "arcs": arcs, "files": list(files.values())}
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold request's output: the structure files, all of them zipped, and the file stem of each folded id."""
+
+    folder: Path
+    archive: Path
+    stems: dict[str, str]
+    report: str
+
+    def dot_brackets(self) -> str:
+        """All folded sequences in dot-bracket (`.dbn`) form, in input order."""
+        return "".join((self.folder / f"{stem}.dbn").read_text() for stem in self.stems.values())

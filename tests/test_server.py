@@ -1,0 +1,337 @@
+"""The web app: the work behind it (`RnaFmServer`), every action through Gradio's Python client against the app
+served on 127.0.0.1, the queues, `rnafm-hf serve`, `app.py`, and one submission in a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from original_checkpoints import write_original_checkpoint, write_secondary_structure_checkpoint
+
+from rnafm_hf import RnaFmTokenizer, embed, load_original_checkpoint
+from rnafm_hf.conversion import convert_checkpoint
+from rnafm_hf.server import RequestError, RnaFmServer, ServerLimits, parse_pasted
+from rnafm_hf.structure import SecondaryStructure
+
+gr = pytest.importorskip("gradio", reason="the web app needs the serve extra: pip install 'rnafm-hf[serve]'")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from rnafm_hf.webapp import build_app, launch  # noqa: E402
+
+TRNA_PHE = "GCGGAUUUAGCUCAGUUGGGAGAGCGCCAGACUGAAGAUCUGGAGGUCCUGUGUUCGAUCCACAGAAUUCGCACCA"
+HAIRPIN = "GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU"
+TWO = f">tRNA-Phe yeast\n{TRNA_PHE}\n>hairpin\n{HAIRPIN}\n"
+LIMITS = ServerLimits(max_sequences=4, max_nucleotides=400, max_upload_mb=0.01)
+
+
+@pytest.fixture(scope="module")
+def rna_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rna-fm")
+    load_original_checkpoint(write_original_checkpoint(folder.parent / "rna.pth", seed=5)).save_pretrained(
+        folder
+    )
+    RnaFmTokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ss_folder(tmp_path_factory) -> Path:
+    checkpoint = write_secondary_structure_checkpoint(tmp_path_factory.mktemp("ss") / "RNA-FM-ResNet.pth")
+    return convert_checkpoint(checkpoint, checkpoint.parent / "rna-fm-ss", verify=False).output_dir
+
+
+@pytest.fixture(scope="module")
+def server(rna_folder, ss_folder) -> RnaFmServer:
+    return RnaFmServer(rna_folder, ss_folder, LIMITS, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    app = launch(
+        build_app(server), server.limits, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True
+    )
+    yield Client(app.local_url, verbose=False)
+    app.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+# ---- the work behind the page ------------------------------------------------------------------------------
+
+
+def test_pasted_text_is_fasta_or_one_sequence_per_line():
+    assert parse_pasted(TWO) == [("tRNA-Phe", TRNA_PHE), ("hairpin", HAIRPIN)]
+    assert parse_pasted(" ACGU\n\nggcc \n") == [("sequence_1", "ACGU"), ("sequence_2", "ggcc")]
+    assert parse_pasted("  \n") == []
+    with pytest.raises(RequestError, match="not valid FASTA.*line 1: Expected '>'"):
+        parse_pasted("ACGU\n>b\nGG\n")
+
+
+def test_requests_are_held_to_the_limits(server, tmp_path):
+    with pytest.raises(RequestError, match="at most 4 per request"):
+        server.read_request("\n".join(["ACGU"] * 5), None)
+    with pytest.raises(RequestError, match="401 nt in all; this server takes at most 400 nt"):
+        server.read_request("A" * 401, None)
+    with pytest.raises(RequestError, match="No sequences"):
+        server.read_request("", None)
+    big = tmp_path / "big.fasta"
+    big.write_text(">a\n" + "ACGU" * 5000 + "\n")
+    with pytest.raises(RequestError, match=r"The file is 0\.0 MB; this server takes files up to 0\.01 MB"):
+        server.read_request(None, big)
+    with pytest.raises(RequestError, match="not both"):
+        server.read_request("ACGU", big)
+    assert LIMITS.describe() == "Up to 4 sequences and 400 nt per request; uploaded files up to 0.01 MB."
+    with pytest.raises(ValueError, match="max_sequences must be at least 1"):
+        ServerLimits(max_sequences=0)
+
+
+def test_the_server_embeds_what_the_library_embeds(server, rna_folder):
+    records = parse_pasted(TWO)
+    path, report = server.embed(records, 1, "mean")
+    expected = dict(embed(records, rna_folder, layers=1, pooling="mean", progress=False, log=None))
+    arrays = read_npz(path)
+    assert list(arrays) == ["tRNA-Phe", "hairpin"]
+    for name, array in expected.items():
+        np.testing.assert_array_equal(arrays[name], array)
+    assert "2 arrays (hidden,), layer 1, pooling mean" in report
+    with pytest.raises(RequestError, match=r"Layer 3 does not exist: choose 0 \(embeddings\) to 2 \(last\)"):
+        server.embed(records, 3, "mean")
+    with pytest.raises(RequestError, match="Pooling 'max' is unknown"):
+        server.embed(records, 1, "max")
+
+
+def test_the_server_folds_like_the_fold_command_and_draws(server):
+    result = server.fold(parse_pasted(TWO))
+    assert list(result.stems) == ["tRNA-Phe", "hairpin"]
+    written = SecondaryStructure.read(result.folder / "hairpin.ct")
+    assert result.dot_brackets().splitlines()[3:6] == [">hairpin", HAIRPIN, written.to_dot_bracket()]
+    with zipfile.ZipFile(result.archive) as archive:
+        assert {"hairpin.ct", "hairpin.bpseq", "hairpin.dbn", "hairpin.npy", "summary.tsv"} <= set(
+            archive.namelist()
+        )
+    drawn = server.draw(result, "tRNA-Phe")
+    assert drawn["heat_map"].read_bytes()[:4] == b"\x89PNG" and drawn["arcs"].read_bytes()[:4] == b"\x89PNG"
+    assert [path.name for path in drawn["files"]] == [
+        "tRNA-Phe.ct",
+        "tRNA-Phe.bpseq",
+        "tRNA-Phe.dbn",
+        "tRNA-Phe.npy",
+    ]
+    with pytest.raises(RequestError, match=r"record 3 \('hairpin'\): duplicate id \(first at record 2\)"):
+        server.fold(parse_pasted(TWO + f">hairpin\n{HAIRPIN}\n"))
+    with pytest.raises(
+        RequestError, match="Nothing could be folded:\nSkipping long: 1100 nt, longer than the 1022"
+    ):
+        server.fold([("long", "ACGU" * 275)])
+
+
+# ---- every action through the Python client, against the served app -----------------------------------------
+
+
+def test_embed_through_the_client_pasted_and_uploaded(client, rna_folder, tmp_path):
+    expected = dict(embed(parse_pasted(TWO), rna_folder, progress=False, log=None))
+    path, report = client.predict(TWO, None, 2, "none", False, api_name="/embed")
+    arrays = read_npz(path)
+    assert {name: array.shape for name, array in arrays.items()} == {
+        "tRNA-Phe": (76, 32),
+        "hairpin": (56, 32),
+    }
+    np.testing.assert_array_equal(arrays["hairpin"], expected["hairpin"])
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(TWO)
+    path, _ = client.predict("", handle_file(fasta), 2, "cls", False, api_name="/embed")
+    assert read_npz(path)["tRNA-Phe"].shape == (32,)
+
+
+def test_bad_input_gets_the_library_messages_through_the_client(client):
+    with pytest.raises(AppError, match=r"record 2 \('b'\): letters outside the model's alphabet.*'X' at 3"):
+        client.predict(">a\nACGU\n>b\nACXGU\n", None, 2, "none", False, api_name="/embed")
+    path, report = client.predict(">a\nACGU\n>b\nACXGU\n", None, 2, "none", True, api_name="/embed")
+    assert list(read_npz(path)) == ["a"] and "Skipping record 2 ('b')" in report
+    with pytest.raises(AppError, match="at most 4 per request"):
+        client.predict("\n".join(["ACGU"] * 5), None, 2, "none", False, api_name="/embed")
+    with pytest.raises(AppError, match="Value 7 is greater than maximum value 2"):  # Gradio checks the slider
+        client.predict("ACGU", None, 7, "none", False, api_name="/embed")
+
+
+def test_fold_and_show_structure_through_the_client(client, server):
+    dot_brackets, chosen, heat_map, arcs, files, report, *_ = client.predict(
+        TWO, None, False, 0.34, api_name="/fold"
+    )
+    expected = server.fold_pipeline(HAIRPIN, threshold=0.34)["dot_bracket"]
+    assert dot_brackets.splitlines()[3:6] == [">hairpin", HAIRPIN, expected]
+    assert chosen["value"] == "tRNA-Phe" and [choice[0] for choice in chosen["choices"]] == [
+        "tRNA-Phe",
+        "hairpin",
+    ]
+    assert Path(heat_map).read_bytes()[:4] == b"\x89PNG" and Path(arcs).read_bytes()[:4] == b"\x89PNG"
+    assert [Path(path).name for path in files] == [
+        "structures.zip", "tRNA-Phe.ct", "tRNA-Phe.bpseq", "tRNA-Phe.dbn", "tRNA-Phe.npy"
+    ]  # fmt: skip
+    assert "tRNA-Phe" in report and "hairpin" in report
+    heat_map, arcs, files = client.predict(
+        "hairpin", api_name="/show_structure"
+    )  # the session keeps the result
+    assert [Path(path).name for path in files][1:] == [
+        "hairpin.ct",
+        "hairpin.bpseq",
+        "hairpin.dbn",
+        "hairpin.npy",
+    ]
+    assert SecondaryStructure.read(files[1]).to_dot_bracket() == expected
+    assert Path(heat_map).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
+    """The actions have their own queues: folding finishes while an embedding job is still running."""
+    release = threading.Event()
+    embed_now = server.embed
+
+    def slow_embed(*args, **kwargs):
+        release.wait(timeout=60)
+        return embed_now(*args, **kwargs)
+
+    monkeypatch.setattr(server, "embed", slow_embed)
+    app = launch(
+        build_app(server), server.limits, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        client = Client(app.local_url, verbose=False)
+        embedding = client.submit(HAIRPIN, None, 2, "mean", False, api_name="/embed")
+        waiting = client.submit(
+            HAIRPIN, None, 2, "mean", False, api_name="/embed"
+        )  # same queue: waits its turn
+        folded = client.submit(HAIRPIN, None, False, 0.34, api_name="/fold").result(timeout=60)
+        assert HAIRPIN in folded[0]
+        assert not embedding.done() and not waiting.done()
+        release.set()
+        assert embedding.result(timeout=60)[0] and waiting.result(timeout=60)[0]
+    finally:
+        release.set()
+        app.close()
+
+
+# ---- one command, and the Space ------------------------------------------------------------------------------
+
+
+def test_serve_command_starts_the_app(rna_folder, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "rnafm_hf", "serve", "--model", str(rna_folder), "--port", str(port)]
+    environment = os.environ | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    try:
+        url = wait_for_url(process)
+        assert url.startswith("http://127.0.0.1:")
+        client = Client(url, verbose=False)
+        path, _ = client.predict("ACGUACGU", None, 2, "mean", False, api_name="/embed")
+        assert read_npz(path)["sequence_1"].shape == (32,)
+        assert "/fold" not in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_url(process: subprocess.Popen, timeout: float = 120) -> str:
+    """Gradio's "Running on local URL:  http://..." line, read from the server's output."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if "Running on local URL:" in line:
+            return line.split("URL:", 1)[1].strip()
+    raise AssertionError("The server did not start:\n" + "".join(seen))
+
+
+def test_serve_without_gradio_says_how_to_install(rna_folder, monkeypatch, capsys):
+    from rnafm_hf.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    monkeypatch.delitem(sys.modules, "rnafm_hf.webapp", raising=False)
+    assert main(["serve", "--model", str(rna_folder)]) == 2
+    assert "pip install 'rnafm-hf[serve]'" in capsys.readouterr().err
+
+
+def test_serve_names_a_missing_structure_folder(rna_folder, tmp_path, capsys):
+    from rnafm_hf.cli import main
+
+    assert main(["serve", "--model", str(rna_folder), "--ss-model", str(tmp_path / "rna-fm-ss")]) == 2
+    assert "No secondary-structure folder" in capsys.readouterr().err
+
+
+def test_space_app_builds_from_its_variables(rna_folder, ss_folder, monkeypatch):
+    monkeypatch.setenv("RNAFM_MODEL", str(rna_folder))
+    monkeypatch.setenv("RNAFM_SS_MODEL", str(ss_folder))
+    monkeypatch.setenv("RNAFM_MAX_SEQUENCES", "7")
+    space = runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"), run_name="space")
+    assert isinstance(space["demo"], gr.Blocks)
+    assert space["server"].limits.max_sequences == 7 and space["server"].fold_pipeline is not None
+
+
+# ---- a real browser ------------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_a_browser_submits_a_sequence_and_gets_the_structure_and_the_download(client, server, tmp_path):
+    """Headless Chromium (Debian's, driven by Playwright): paste, predict, see the dot-bracket and the pictures,
+    download the .ct file. `RNAFM_SCREENSHOT=path.png` also saves the page (the README's picture)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    expected = server.fold_pipeline(HAIRPIN)["dot_bracket"]
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1500}, accept_downloads=True)
+            page.goto(client.src, wait_until="domcontentloaded")
+            page.locator("#sequences textarea").fill(f">hairpin\n{HAIRPIN}\n")
+            page.get_by_role("tab", name="Secondary structure").click()
+            page.locator("#fold-button").click()
+            dot_bracket = page.locator("#dot-bracket textarea")
+            playwright.expect(dot_bracket).to_have_value(f">hairpin\n{HAIRPIN}\n{expected}\n", timeout=60_000)
+            playwright.expect(page.locator("#heat-map img")).to_be_visible()
+            playwright.expect(page.locator("#arc-diagram img")).to_be_visible()
+            with page.expect_download() as download:
+                page.locator('#structure-files a[download="hairpin.ct"]').click()
+            saved = tmp_path / "downloaded.ct"
+            download.value.save_as(saved)
+            assert SecondaryStructure.read(saved).to_dot_bracket() == expected
+            if screenshot := os.environ.get("RNAFM_SCREENSHOT"):
+                page.screenshot(path=screenshot, full_page=True)
+        finally:
+            browser.close()
