@@ -12,23 +12,21 @@ from .structure import SecondaryStructure
 PLOT_INSTALL = "pip install 'rnafm-hf[plot]'"
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display, safe in server threads)."""
+def _figure(width: float, height: float):
+    """A matplotlib figure that only saves to files: no pyplot, whose global state is not safe to share between
+    the threads of a server."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(f"Drawing structures needs matplotlib: {PLOT_INSTALL}") from error
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
+    figure = Figure(figsize=(width, height), dpi=120)
+    return figure, figure.subplots()
 
 
 def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, path: str | Path) -> None:
     """A heat map of the pairing probabilities with the chosen pairs circled, as a PNG."""
-    plt = _pyplot()
     length = len(structure.sequence)
-    figure, axes = plt.subplots(figsize=(6, 5.2), dpi=120)
+    figure, axes = _figure(6, 5.2)
     image = axes.imshow(probabilities, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     if structure.pairs:
         rows, columns = np.array(structure.pairs).T
@@ -48,7 +46,6 @@ def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, pat
     figure.colorbar(image, ax=axes, label="pairing probability")
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def plot_arcs(structure: SecondaryStructure, path: str | Path) -> None:
@@ -56,13 +53,12 @@ def plot_arcs(structure: SecondaryStructure, path: str | Path) -> None:
     An arc diagram as a PNG: the bases on a line, 5' to 3', each pair an arc above it (pseudoknotted pairs, which
     cross others, in a second colour), the letters written out for sequences short enough to read.
     """
+    figure, axes = _figure(8, 3.2)
     from matplotlib.patches import Arc
 
-    plt = _pyplot()
     length = len(structure.sequence)
     brackets = structure.to_dot_bracket()
     crossing = {(i, j) for i, j in structure.pairs if brackets[i] != "("}  # above the first bracket level
-    figure, axes = plt.subplots(figsize=(8, 3.2), dpi=120)
     axes.plot([0, length - 1], [0, 0], color="0.4", linewidth=1.0)
     for i, j in structure.pairs:
         colour = "darkorange" if (i, j) in crossing else "steelblue"
@@ -82,4 +78,3 @@ def plot_arcs(structure: SecondaryStructure, path: str | Path) -> None:
     axes.set_title(f"{structure.name} ({length} nt, {len(structure.pairs)} pairs{pseudoknots})", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)

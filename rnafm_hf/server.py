@@ -21,6 +21,8 @@ Example (`RnaFmServer("rna-fm", "rna-fm-ss")` loads converted folders, as `rnafm
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import io
 import os
@@ -35,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from .embedding import POOLINGS, InvalidSequencesError, embed, load_encoder
-from .fasta import read_fasta
 from .structure import SecondaryStructure
 
 SERVE_INSTALL = "pip install 'rnafm-hf[serve]'"
@@ -89,19 +90,24 @@ class ServerLimits:
 def parse_pasted(text: str) -> list[tuple[str, str]]:
     """`(id, sequence)` pairs from pasted text: FASTA when a line starts with `>`, else one sequence per line (ids
     `sequence_1`, `sequence_2`, ...)."""
-    import dnaio
-
     text = text.strip()
     if not text:
         return []
     if not any(line.lstrip().startswith(">") for line in text.splitlines()):
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return [(f"sequence_{number}", line) for number, line in enumerate(lines, 1)]
+    return parse_fasta(text.encode(), "The pasted text")
+
+
+def parse_fasta(data: bytes, source: str) -> list[tuple[str, str]]:
+    """`(id, sequence)` pairs from FASTA text; malformed text raises `RequestError` naming `source` and the line."""
+    import dnaio
+
     try:
-        with dnaio.open(io.BytesIO(text.encode()), fileformat="fasta") as records:
+        with dnaio.open(io.BytesIO(data), fileformat="fasta") as records:
             return [(record.id, record.sequence) for record in records]
     except dnaio.exceptions.FileFormatError as error:
-        raise RequestError(f"The pasted text is not valid FASTA. {error}") from error
+        raise RequestError(f"{source} is not valid FASTA. {error}") from None
 
 
 class RnaFmServer:
@@ -136,6 +142,7 @@ class RnaFmServer:
                 )
             self.fold_pipeline = pipeline(TASK, model=self.ss_model_name, device=device)
         self.workdir = Path(tempfile.mkdtemp(prefix="rnafm-hf-serve-"))
+        atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
 
     # ---- input -----------------------------------------------------------------------------------------------
 
@@ -145,16 +152,12 @@ class RnaFmServer:
         if text and upload:
             raise RequestError("Paste sequences or upload a FASTA file, not both: clear one of them.")
         if upload:
-            size = Path(upload).stat().st_size
-            if size > self.limits.max_upload_mb * 2**20:
-                raise RequestError(
-                    f"The file is {size / 2**20:.1f} MB; this server takes files up to "
-                    f"{self.limits.max_upload_mb:g} MB. Split it, or run `rnafm-hf` locally for large sets."
-                )
-            try:
-                records = read_fasta(upload)
-            except ValueError as error:
-                raise RequestError(str(error).replace(str(upload), Path(upload).name)) from None
+            records = parse_fasta(self._read_upload(Path(upload)), Path(upload).name)
+        elif len(text.encode()) > self._max_bytes:
+            raise RequestError(
+                f"The pasted text is over {self.limits.max_upload_mb:g} MB; upload it as a file within the limits, "
+                "or run `rnafm-hf` locally for large sets."
+            )
         else:
             records = parse_pasted(text)
         if not records:
@@ -172,12 +175,39 @@ class RnaFmServer:
             )
         return records
 
+    @property
+    def _max_bytes(self) -> int:
+        return int(self.limits.max_upload_mb * 2**20)
+
+    def _read_upload(self, path: Path) -> bytes:
+        """The file's FASTA text, decompressed (.gz, .bz2, .xz) but never beyond the size limit: a small compressed
+        file can hold gigabytes."""
+        from xopen import xopen  # dnaio's own reader of compressed files
+
+        over = (
+            f"; this server takes files up to {self.limits.max_upload_mb:g} MB (uncompressed). Split it, or run "
+            "`rnafm-hf` locally for large sets."
+        )
+        if path.stat().st_size > self._max_bytes:
+            raise RequestError(f"{path.name} is {path.stat().st_size / 2**20:.2f} MB{over}")
+        try:
+            with xopen(path, "rb") as stream:
+                data = stream.read(self._max_bytes + 1)
+        except (OSError, EOFError) as error:
+            raise RequestError(f"{path.name} cannot be read: {error}") from None
+        if len(data) > self._max_bytes:
+            raise RequestError(
+                f"{path.name} decompresses to more than {self.limits.max_upload_mb:g} MB{over}"
+            )
+        return data
+
     def _request_folder(self) -> Path:
         """A fresh folder for one request's files; folders older than `KEEP_RESULTS_SECONDS` are removed."""
         cutoff = time.time() - KEEP_RESULTS_SECONDS
         for old in self.workdir.iterdir():
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):  # another request may be removing it too
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self.workdir))
 
     # ---- embeddings ------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ def build_app(server: RnaFmServer) -> gr.Blocks:
                 lines=6,
                 max_lines=20,
                 placeholder=">my_rna\nGGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU",
+                max_length=int(limits.max_upload_mb * 2**20),
                 elem_id="sequences",
             )
             upload = gr.File(
@@ -84,6 +85,7 @@ def build_app(server: RnaFmServer) -> gr.Blocks:
             if server.fold_pipeline is not None:
                 with gr.Tab("Secondary structure", id="structure"):
                     _structure_tab(server, pasted, upload)
+    app.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
     return app
 
 
@@ -201,14 +203,12 @@ def _pictures_and_files(result: FoldResult, drawn: dict[str, Any]) -> tuple[str,
 def launch(
     app: gr.Blocks, limits: ServerLimits, host: str | None = None, port: int | None = None, **options: Any
 ) -> gr.Blocks:
-    """Queue the app's requests within `limits` and start serving (blocking unless `prevent_thread_lock=True`).
-    `host`/`port` default to Gradio's (`GRADIO_SERVER_NAME`/`GRADIO_SERVER_PORT`, which Spaces set)."""
-    app.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
+    """Start serving (blocking unless `prevent_thread_lock=True`), uploads capped at the limit. `host`/`port`
+    default to Gradio's (`GRADIO_SERVER_NAME`/`GRADIO_SERVER_PORT`, which Spaces set)."""
     app.launch(
         server_name=host,
         server_port=port,
         max_file_size=int(limits.max_upload_mb * 2**20),  # bytes: Gradio refuses bigger uploads outright
-        show_error=True,
         **options,
     )
     return app

@@ -3,6 +3,7 @@ served on 127.0.0.1, the queues, `rnafm-hf serve`, `app.py`, and one submission 
 
 from __future__ import annotations
 
+import gzip
 import os
 import runpy
 import shutil
@@ -96,8 +97,20 @@ def test_requests_are_held_to_the_limits(server, tmp_path):
         server.read_request("", None)
     big = tmp_path / "big.fasta"
     big.write_text(">a\n" + "ACGU" * 5000 + "\n")
-    with pytest.raises(RequestError, match=r"The file is 0\.0 MB; this server takes files up to 0\.01 MB"):
+    with pytest.raises(RequestError, match=r"big.fasta is 0\.02 MB; this server takes files up to 0\.01 MB"):
         server.read_request(None, big)
+    bomb = tmp_path / "bomb.fasta.gz"  # 2 KB that decompress to 1 MB
+    with gzip.open(bomb, "wt") as stream:
+        stream.write(">a\n" + "ACGU" * 2**18 + "\n")
+    assert bomb.stat().st_size < 0.01 * 2**20
+    with pytest.raises(RequestError, match=r"bomb.fasta.gz decompresses to more than 0\.01 MB"):
+        server.read_request(None, bomb)
+    small = tmp_path / "two.fasta.gz"
+    with gzip.open(small, "wt") as stream:
+        stream.write(TWO)
+    assert server.read_request(None, small) == parse_pasted(TWO)
+    with pytest.raises(RequestError, match="The pasted text is over 0.01 MB"):
+        server.read_request("ACGU" * 2**12, None)
     with pytest.raises(RequestError, match="not both"):
         server.read_request("ACGU", big)
     assert LIMITS.describe() == "Up to 4 sequences and 400 nt per request; uploaded files up to 0.01 MB."
@@ -163,6 +176,13 @@ def test_embed_through_the_client_pasted_and_uploaded(client, rna_folder, tmp_pa
     assert read_npz(path)["tRNA-Phe"].shape == (32,)
 
 
+def test_an_upload_over_the_limit_is_refused(client, tmp_path):
+    big = tmp_path / "big.fasta"
+    big.write_text(">a\n" + "ACGU" * 5000 + "\n")
+    with pytest.raises(Exception, match="exceeds the maximum file size of 10485 bytes"):  # checked by Gradio
+        client.predict("", handle_file(big), 2, "none", False, api_name="/embed")
+
+
 def test_bad_input_gets_the_library_messages_through_the_client(client):
     with pytest.raises(AppError, match=r"record 2 \('b'\): letters outside the model's alphabet.*'X' at 3"):
         client.predict(">a\nACGU\n>b\nACXGU\n", None, 2, "none", False, api_name="/embed")
@@ -206,10 +226,18 @@ def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
     """The actions have their own queues: folding finishes while an embedding job is still running."""
     release = threading.Event()
     embed_now = server.embed
+    running, most_at_once, lock = [0], [0], threading.Lock()
 
     def slow_embed(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most_at_once[0] = max(most_at_once[0], running[0])
         release.wait(timeout=60)
-        return embed_now(*args, **kwargs)
+        try:
+            return embed_now(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
 
     monkeypatch.setattr(server, "embed", slow_embed)
     app = launch(
@@ -226,6 +254,7 @@ def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
         assert not embedding.done() and not waiting.done()
         release.set()
         assert embedding.result(timeout=60)[0] and waiting.result(timeout=60)[0]
+        assert most_at_once[0] == 1  # the concurrency limit: one embedding at a time
     finally:
         release.set()
         app.close()
@@ -300,11 +329,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_a_browser_submits_a_sequence_and_gets_the_structure_and_the_download(client, server, tmp_path):
     """Headless Chromium (Debian's, driven by Playwright): paste, predict, see the dot-bracket and the pictures,
     download the .ct file. `RNAFM_SCREENSHOT=path.png` also saves the page (the README's picture)."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+    if os.environ.get("CI"):
+        assert CHROMIUM, "CI must run the browser test: .ci/run installs Debian's chromium"
+    elif CHROMIUM is None:
         pytest.skip("no chromium on this machine (apt-get install chromium)")
+    from playwright import sync_api as playwright  # a test dependency
+
     expected = server.fold_pipeline(HAIRPIN)["dot_bracket"]
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(
