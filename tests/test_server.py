@@ -222,6 +222,26 @@ def test_fold_and_show_structure_through_the_client(client, server):
     assert Path(heat_map).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_long_jobs_report_progress(client, server, monkeypatch):
+    """The page's progress bar: Gradio tracks fold's tqdm bar, and the client sees it in the job's status."""
+    postprocess = server.fold_pipeline.postprocess
+
+    def slow_postprocess(*args, **kwargs):
+        time.sleep(0.4)
+        return postprocess(*args, **kwargs)
+
+    monkeypatch.setattr(server.fold_pipeline, "postprocess", slow_postprocess)
+    four = "".join(f">s{number}\n{HAIRPIN}\n" for number in range(4))
+    job = client.submit(four, None, False, 0.34, api_name="/fold")
+    seen = set()
+    while not job.done():
+        seen |= {(unit.desc, unit.index, unit.length) for unit in job.status().progress_data or []}
+        time.sleep(0.05)
+    assert job.result(timeout=60)[0].count(">s") == 4
+    steps = {index for desc, index, length in seen if desc == "Folding" and length == 4}
+    assert len(steps) >= 2, seen  # several updates on the way, not just a start
+
+
 def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
     """The actions have their own queues: folding finishes while an embedding job is still running."""
     release = threading.Event()
