@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .fasta import read_fasta, unknown_letters
+from .hub import check_model_name
 
 POOLINGS = ("none", "mean", "cls")
 LONG_MODES = ("error", "truncate", "window")
@@ -524,12 +525,7 @@ def load_encoder(
     from transformers import AutoModel, AutoTokenizer
 
     if isinstance(model, (str, os.PathLike)):
-        name = os.fspath(model)
-        if not Path(name).exists() and name.count("/") != 1:
-            raise FileNotFoundError(
-                f"No model folder {name!r}: convert an original checkpoint first (`rnafm-hf convert FILE --output "
-                f"{name}`), or name a Hub repo as OWNER/NAME."
-            )
+        name = check_model_name(model)
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         # float32 weights whatever the folder stores: --dtype decides the compute precision. torch's GELU kernel,
         # within ~1e-6 of the original formula, is one pass over the feed-forward intermediate instead of five.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import dnaio
 
@@ -14,11 +15,12 @@ MAX_STEM = 100
 MAX_LISTED_LETTERS = 5
 
 
-def read_fasta(path: str | os.PathLike) -> list[tuple[str, str]]:
+def read_fasta(path: str | os.PathLike | BinaryIO, name: str | None = None) -> list[tuple[str, str]]:
     """
-    `(id, sequence)` for every record of a FASTA file (plain or compressed); the id is the header's first word.
+    `(id, sequence)` for every record of a FASTA file (plain or compressed) or binary stream; the id is the
+    header's first word.
 
-    A malformed file raises `ValueError` naming the file and line.
+    A malformed file raises `ValueError` naming the file (or `name`) and line.
 
     Example:
 
@@ -33,10 +35,11 @@ def read_fasta(path: str | os.PathLike) -> list[tuple[str, str]]:
     ```
     """
     try:
-        with dnaio.open(os.fspath(path), fileformat="fasta") as records:
+        source = path if hasattr(path, "read") else os.fspath(path)
+        with dnaio.open(source, fileformat="fasta") as records:
             return [(record.id, record.sequence) for record in records]
     except dnaio.exceptions.FileFormatError as error:
-        raise ValueError(f"{path}: not a valid FASTA file. {error}") from error
+        raise ValueError(f"{name or path}: not a valid FASTA file. {error}") from error
 
 
 def safe_stems(ids: Sequence[str]) -> list[str]:

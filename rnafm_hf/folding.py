@@ -13,6 +13,7 @@ import numpy as np
 
 from .drawing import PLOT_INSTALL, plot_structure
 from .fasta import UNSAFE_NAME, read_fasta, safe_stems, unknown_letters
+from .hub import check_model_name
 from .pipeline import TASK
 from .structure import FORMATS, SecondaryStructure
 from .tokenization_rnafm import UnknownResidueWarning
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 OUTPUT_FORMATS = (*FORMATS, "npy")
 SUMMARY_NAME = "summary.tsv"
+SS_CHECKPOINT = "RNA-FM-ResNet_PDB-All.pth"
 
 
 @dataclass
@@ -101,12 +103,8 @@ def fold_fasta(
     from transformers import Pipeline, pipeline
 
     output_dir = Path(output_dir)
-    loaded = isinstance(model, Pipeline)
-    if not loaded and not Path(model).exists() and "/" not in os.fspath(model):
-        raise FileNotFoundError(
-            f"No model folder {os.fspath(model)!r}: convert RNA-FM-ResNet_PDB-All.pth first "
-            f"(`rnafm-hf convert FILE --output {os.fspath(model)}`), or name a Hub repo as OWNER/NAME."
-        )
+    if not isinstance(model, Pipeline):
+        model = check_model_name(model, SS_CHECKPOINT)  # loaded below, once the inputs are checked
     records = read_fasta(fasta)
     if not records:
         raise ValueError(f"{fasta} holds no sequences.")
@@ -121,7 +119,7 @@ def fold_fasta(
         except ImportError as error:
             raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
     _clear_output(output_dir, overwrite)
-    fold = model if loaded else pipeline(TASK, model=os.fspath(model), device=device)
+    fold = model if isinstance(model, Pipeline) else pipeline(TASK, model=model, device=device)
     limit = fold.model.config.max_tokens - 2
     valid = fold.tokenizer.valid_letters
 

@@ -31,8 +31,9 @@ from transformers.utils import logging
 from .configuration_rnafm import RnaFmConfig
 
 logger = logging.get_logger(__name__)
-# transformers' attention functions: (module, query, key, value, mask, **options) -> (output, weights or None).
-AttentionInterface = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+# One of transformers' attention functions (an entry of ALL_ATTENTION_FUNCTIONS, or eager_attention_forward):
+# (module, query, key, value, mask, **options) -> (output, weights or None).
+AttentionFunction = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 # Token dropout replays the masking statistics of pretraining: 15% of tokens selected, 80% of those masked.
 MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -230,7 +231,7 @@ class PackedSequences:
 
 
 def packed_attention(
-    attention_interface: AttentionInterface,
+    attention_interface: AttentionFunction,
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -260,7 +261,7 @@ def packed_attention(
 
 
 def padded_packed_attention(
-    attention_interface: AttentionInterface,
+    attention_interface: AttentionFunction,
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,

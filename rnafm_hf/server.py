@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 
 from .embedding import POOLINGS, InvalidSequencesError, embed, load_encoder
+from .fasta import read_fasta
+from .folding import SS_CHECKPOINT
+from .hub import check_model_name
 from .structure import SecondaryStructure
 
 SERVE_INSTALL = "pip install 'rnafm-hf[serve]'"
@@ -80,6 +83,10 @@ class ServerLimits:
                 values[field.name] = type(field.default)(text)
         return cls(**values)
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
     def describe(self) -> str:
         return (
             f"Up to {self.max_sequences:,} sequences and {self.max_nucleotides:,} nt per request; "
@@ -101,13 +108,10 @@ def parse_pasted(text: str) -> list[tuple[str, str]]:
 
 def parse_fasta(data: bytes, source: str) -> list[tuple[str, str]]:
     """`(id, sequence)` pairs from FASTA text; malformed text raises `RequestError` naming `source` and the line."""
-    import dnaio
-
     try:
-        with dnaio.open(io.BytesIO(data), fileformat="fasta") as records:
-            return [(record.id, record.sequence) for record in records]
-    except dnaio.exceptions.FileFormatError as error:
-        raise RequestError(f"{source} is not valid FASTA. {error}") from None
+        return read_fasta(io.BytesIO(data), name=source)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
 
 
 class RnaFmServer:
@@ -135,12 +139,9 @@ class RnaFmServer:
         self.fold_pipeline = None
         self.ss_model_name = None if ss_model is None else os.fspath(ss_model)
         if ss_model is not None:
-            if not Path(ss_model).exists() and os.fspath(ss_model).count("/") != 1:
-                raise FileNotFoundError(
-                    f"No secondary-structure folder {self.ss_model_name!r}: convert RNA-FM-ResNet_PDB-All.pth first "
-                    f"(`rnafm-hf convert FILE --output {self.ss_model_name}`), or name a Hub repo as OWNER/NAME."
-                )
-            self.fold_pipeline = pipeline(TASK, model=self.ss_model_name, device=device)
+            self.fold_pipeline = pipeline(
+                TASK, model=check_model_name(ss_model, SS_CHECKPOINT), device=device
+            )
         self.workdir = Path(tempfile.mkdtemp(prefix="rnafm-hf-serve-"))
         atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
 
@@ -153,7 +154,7 @@ class RnaFmServer:
             raise RequestError("Paste sequences or upload a FASTA file, not both: clear one of them.")
         if upload:
             records = parse_fasta(self._read_upload(Path(upload)), Path(upload).name)
-        elif len(text.encode()) > self._max_bytes:
+        elif len(text.encode()) > self.limits.max_upload_bytes:
             raise RequestError(
                 f"The pasted text is over {self.limits.max_upload_mb:g} MB; upload it as a file within the limits, "
                 "or run `rnafm-hf` locally for large sets."
@@ -175,10 +176,6 @@ class RnaFmServer:
             )
         return records
 
-    @property
-    def _max_bytes(self) -> int:
-        return int(self.limits.max_upload_mb * 2**20)
-
     def _read_upload(self, path: Path) -> bytes:
         """The file's FASTA text, decompressed (.gz, .bz2, .xz) but never beyond the size limit: a small compressed
         file can hold gigabytes."""
@@ -188,14 +185,14 @@ class RnaFmServer:
             f"; this server takes files up to {self.limits.max_upload_mb:g} MB (uncompressed). Split it, or run "
             "`rnafm-hf` locally for large sets."
         )
-        if path.stat().st_size > self._max_bytes:
+        if path.stat().st_size > self.limits.max_upload_bytes:
             raise RequestError(f"{path.name} is {path.stat().st_size / 2**20:.2f} MB{over}")
         try:
             with xopen(path, "rb") as stream:
-                data = stream.read(self._max_bytes + 1)
+                data = stream.read(self.limits.max_upload_bytes + 1)
         except (OSError, EOFError) as error:
             raise RequestError(f"{path.name} cannot be read: {error}") from None
-        if len(data) > self._max_bytes:
+        if len(data) > self.limits.max_upload_bytes:
             raise RequestError(
                 f"{path.name} decompresses to more than {self.limits.max_upload_mb:g} MB{over}"
             )

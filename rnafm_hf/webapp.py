@@ -69,7 +69,7 @@ def build_app(server: RnaFmServer) -> gr.Blocks:
                 lines=6,
                 max_lines=20,
                 placeholder=">my_rna\nGGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU",
-                max_length=int(limits.max_upload_mb * 2**20),
+                max_length=limits.max_upload_bytes,
                 elem_id="sequences",
             )
             upload = gr.File(
@@ -208,7 +208,7 @@ def launch(
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=int(limits.max_upload_mb * 2**20),  # bytes: Gradio refuses bigger uploads outright
+        max_file_size=limits.max_upload_bytes,  # bytes: Gradio refuses bigger uploads outright
         **options,
     )
     return app

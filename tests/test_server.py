@@ -84,7 +84,7 @@ def test_pasted_text_is_fasta_or_one_sequence_per_line():
     assert parse_pasted(TWO) == [("tRNA-Phe", TRNA_PHE), ("hairpin", HAIRPIN)]
     assert parse_pasted(" ACGU\n\nggcc \n") == [("sequence_1", "ACGU"), ("sequence_2", "ggcc")]
     assert parse_pasted("  \n") == []
-    with pytest.raises(RequestError, match="not valid FASTA.*line 1: Expected '>'"):
+    with pytest.raises(RequestError, match="The pasted text: not a valid FASTA file.*line 1: Expected '>'"):
         parse_pasted("ACGU\n>b\nGG\n")
 
 
@@ -328,7 +328,8 @@ def test_serve_names_a_missing_structure_folder(rna_folder, tmp_path, capsys):
     from rnafm_hf.cli import main
 
     assert main(["serve", "--model", str(rna_folder), "--ss-model", str(tmp_path / "rna-fm-ss")]) == 2
-    assert "No secondary-structure folder" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"No model folder '{tmp_path / 'rna-fm-ss'}': convert RNA-FM-ResNet_PDB-All.pth first" in error
 
 
 def test_space_app_builds_from_its_variables(rna_folder, ss_folder, monkeypatch):
