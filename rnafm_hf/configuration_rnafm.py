@@ -28,13 +28,99 @@ MRNA_FM_PRESET: dict[str, Any] = {
 }
 CLASSIFIER_POOLINGS = ("mean", "cls")
 HIDDEN_ACTS = ("gelu", "gelu_python")
+# Whole numbers of at least 1, and (COUNTS) of at least 0.
+POSITIVE_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "ss_head_reduction",
+    "ss_head_channels",
+)
+COUNTS = ("chunk_size_feed_forward", "ss_head_blocks")  # 0 or more
+PROBABILITIES = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "ss_head_dropout",
+    "classifier_dropout",
+    "ss_threshold",
+)
+FLAGS = ("emb_layer_norm_before", "token_dropout", "contact_head_trained")
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id")
+OPTIONAL = ("classifier_dropout", "bos_token_id", "eos_token_id")  # may be None
+
+
+class RnaFmConfigError(ValueError):
+    """A field of an `RnaFmConfig` (or of a folder's `config.json`) holds a value the model cannot be built with."""
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse(name: str, value: Any, expected: str) -> None:
+    raise RnaFmConfigError(f"RnaFmConfig {name} must be {expected}; got {value!r}.")
+
+
+def check_values(config: RnaFmConfig) -> None:
+    """Raise `RnaFmConfigError`, naming the field, its value and what it should be, for the first value the model
+    cannot be built with (sizes, dropouts, thresholds, token ids and the choices among named options)."""
+    for name in (*POSITIVE_SIZES, *COUNTS):
+        value = getattr(config, name)
+        least = 0 if name in COUNTS else 1
+        if not _is_whole(value) or value < least:
+            _refuse(name, value, f"a whole number of at least {least}")
+    for name in PROBABILITIES:
+        value = getattr(config, name)
+        if not (value is None and name in OPTIONAL) and not (_is_real(value) and 0.0 <= value <= 1.0):
+            _refuse(name, value, "a number between 0 and 1")
+    for name, value in (
+        ("layer_norm_eps", config.layer_norm_eps),
+        ("initializer_range", config.initializer_range),
+    ):
+        if not _is_real(value) or not 0.0 < value < float("inf"):
+            _refuse(name, value, "a positive number")
+    for name in FLAGS:
+        if not isinstance(getattr(config, name), bool):
+            _refuse(name, getattr(config, name), "true or false")
+    for name in TOKEN_IDS:
+        value = getattr(config, name)
+        if not (value is None and name in OPTIONAL) and not (
+            _is_whole(value) and 0 <= value < config.vocab_size
+        ):
+            _refuse(name, value, f"a token id between 0 and vocab_size - 1 ({config.vocab_size - 1})")
+    if config.max_position_embeddings < config.pad_token_id + 4:
+        _refuse(
+            "max_position_embeddings",
+            config.max_position_embeddings,
+            f"at least pad_token_id + 4 ({config.pad_token_id + 4}): position ids start after the padding id, "
+            "and a sequence needs <cls>, one residue and <eos>",
+        )
+    if config.hidden_size % config.num_attention_heads != 0:
+        raise RnaFmConfigError(
+            f"RnaFmConfig hidden_size ({config.hidden_size}) must be a multiple of num_attention_heads "
+            f"({config.num_attention_heads})."
+        )
+    if config.k_mer not in (1, 3):
+        _refuse("k_mer", config.k_mer, "1 (nucleotides) or 3 (codons)")
+    if config.hidden_act not in HIDDEN_ACTS:
+        _refuse("hidden_act", config.hidden_act, f"one of {', '.join(HIDDEN_ACTS)}")
+    if config.classifier_pooling not in CLASSIFIER_POOLINGS:
+        _refuse("classifier_pooling", config.classifier_pooling, f"one of {', '.join(CLASSIFIER_POOLINGS)}")
 
 
 class RnaFmConfig(PreTrainedConfig):
     r"""
     Configuration of an RNA-FM model. The defaults describe RNA-FM (Chen et al. 2022): 12 pre-LayerNorm
     transformer layers of width 640 over the 25-token nucleotide vocabulary. [`RnaFmConfig.mrna_fm`] gives the
-    codon-level mRNA-FM setting.
+    codon-level mRNA-FM setting. A value the model cannot be built with (a size below 1, a dropout above 1, a token
+    id outside the vocabulary, ...) raises [`RnaFmConfigError`] naming the field, its value and what it should be.
 
     Args:
         vocab_size: number of tokens (25 for nucleotides, 73 for codons).
@@ -124,23 +210,7 @@ class RnaFmConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
-                f"({self.num_attention_heads})."
-            )
-        if self.k_mer not in (1, 3):
-            raise ValueError(f"k_mer must be 1 (nucleotides) or 3 (codons), got {self.k_mer}.")
-        if self.hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act must be one of {', '.join(HIDDEN_ACTS)}, got {self.hidden_act!r}.")
-        if self.chunk_size_feed_forward < 0:
-            raise ValueError(
-                f"chunk_size_feed_forward must be 0 or positive, got {self.chunk_size_feed_forward}."
-            )
-        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
-            raise ValueError(
-                f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}."
-            )
+        check_values(self)
         super().__post_init__(**kwargs)
         # AutoModelForContactPrediction chooses between our two pair models by `architectures`, and transformers'
         # chooser cannot read None there.
@@ -163,4 +233,4 @@ class RnaFmConfig(PreTrainedConfig):
         return cls(**{**MRNA_FM_PRESET, **overrides})
 
 
-__all__ = ["RnaFmConfig"]
+__all__ = ["RnaFmConfig", "RnaFmConfigError"]

@@ -22,6 +22,7 @@ import torch
 
 from .fasta import read_fasta, unknown_letters
 from .hub import check_model_name
+from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
 
 POOLINGS = ("none", "mean", "cls")
 LONG_MODES = ("error", "truncate", "window")
@@ -29,6 +30,7 @@ MERGES = ("mean", "center")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_BATCH_TOKENS = 4096  # as fast as larger batches on a CPU, in less memory; raise it on a GPU
 MAX_LISTED = 20
+FLOAT16_REMEDY = "embed with dtype='bfloat16' or 'float32' (--dtype)."
 
 
 @dataclass(frozen=True)
@@ -464,6 +466,8 @@ class Embedder:
                 if not any(piece.record in wanted for piece in batch):
                     continue
                 states, starts = self.forward([piece.text for piece in batch])
+                if not bool(torch.isfinite(states).all()):  # one cheap pass; the culprit is sought only now
+                    raise self._non_finite_error(states, starts, batch, records)
                 if self.device.type == "cpu":
                     release_freed_memory()
                 statistics.tokens += states.shape[1]
@@ -486,6 +490,29 @@ class Embedder:
                     bar.set_postfix_str(f"{statistics.sequences / elapsed:.1f} seq/s", refresh=False)
                     yield record, array
         statistics.seconds += time.perf_counter() - started
+
+    def _non_finite_error(
+        self,
+        states: torch.Tensor,
+        starts: Sequence[int],
+        batch: Sequence[Piece],
+        records: Sequence[SequenceRecord],
+    ) -> NonFiniteOutputError:
+        """The error for the first piece of the batch whose rows (in `states`, layers first) hold NaN or Inf,
+        naming its record and the layers concerned."""
+        ends = [*starts[1:], states.shape[1]]
+        layers, record = list(self.layers), records[batch[0].record]
+        for start, end, piece in zip(starts, ends, batch, strict=True):
+            finite = torch.isfinite(states[:, start:end]).flatten(1).all(dim=1)
+            if not bool(finite.all()):
+                layers = [self.layers[k] for k in torch.nonzero(~finite).flatten().tolist()]
+                record = records[piece.record]
+                break
+        named = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
+        cause = non_finite_cause(FLOAT16_REMEDY if self.settings.dtype == "float16" else None)
+        return NonFiniteOutputError(
+            f"record {record.number} ({record.id!r}), {named}", cause, record.sequence
+        )
 
     def _finish(
         self, record: SequenceRecord, parts: list[tuple[Piece, np.ndarray, np.ndarray]]
@@ -526,10 +553,11 @@ def load_encoder(
 
     if isinstance(model, (str, os.PathLike)):
         name = check_model_name(model)
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         # float32 weights whatever the folder stores: --dtype decides the compute precision. torch's GELU kernel,
         # within ~1e-6 of the original formula, is one pass over the feed-forward intermediate instead of five.
-        model = AutoModel.from_pretrained(name, dtype=torch.float32, hidden_act="gelu")
+        # Loaded first and strictly: a damaged folder or an invalid config.json is refused with its own message.
+        model = load_model(name, AutoModel, dtype=torch.float32, hidden_act="gelu")
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         if compute_dtype != torch.float32:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear):
@@ -576,6 +604,9 @@ def embed(
     Batches hold up to `batch_tokens` model tokens, packed end to end without padding; `dtype="bfloat16"` /
     `"float16"` runs the model under autocast (arrays stay float32). A folder or Hub id is loaded with torch's GELU
     kernel (`hidden_act="gelu"`, within 1e-6 of the original formula and faster); a loaded model runs as it is.
+    A folder is loaded strictly (`rnafm_hf.model_loading.load_model`: weights that do not match its config.json, or
+    hold NaN, raise `ModelFolderError`), and an output holding NaN or Inf raises `NonFiniteOutputError` naming the
+    record and the layer instead of yielding it.
 
     Example (a tiny random model; use a converted folder in practice):
 

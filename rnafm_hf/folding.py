@@ -14,7 +14,8 @@ import numpy as np
 from .drawing import PLOT_INSTALL, plot_structure
 from .fasta import UNSAFE_NAME, read_fasta, safe_stems, unknown_letters
 from .hub import check_model_name
-from .pipeline import TASK
+from .model_loading import NonFiniteOutputError
+from .pipeline import load_structure_pipeline
 from .structure import FORMATS, SecondaryStructure
 from .tokenization_rnafm import UnknownResidueWarning
 
@@ -88,7 +89,9 @@ def fold_fasta(
     Predict the structure of every sequence in `fasta` with a converted secondary-structure folder and write, per
     sequence, `<id>.ct`, `.bpseq`, `.dbn` and `.npy` (the probability map), as `formats` selects, plus a `.png`
     heat map with `plot`, and `summary.tsv` for all. A sequence longer than the model reads, or empty, is
-    reported by id and skipped; the others still fold. Returns the summary rows in FASTA order. `model` may also be
+    reported by id and skipped; the others still fold. A folder that does not hold what the model needs raises
+    `ModelFolderError`, and a map holding NaN or Inf raises `NonFiniteOutputError` naming the record (nothing is
+    written for it, nor the summary). Returns the summary rows in FASTA order. `model` may also be
     a loaded `pipeline("rna-secondary-structure")`, which a server folds many requests with.
 
     Example:
@@ -100,7 +103,7 @@ def fold_fasta(
     ```
     """
     from huggingface_hub.utils import tqdm
-    from transformers import Pipeline, pipeline
+    from transformers import Pipeline
 
     output_dir = Path(output_dir)
     if not isinstance(model, Pipeline):
@@ -119,7 +122,7 @@ def fold_fasta(
         except ImportError as error:
             raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
     _clear_output(output_dir, overwrite)
-    fold = model if isinstance(model, Pipeline) else pipeline(TASK, model=model, device=device)
+    fold = model if isinstance(model, Pipeline) else load_structure_pipeline(model, device=device)
     limit = fold.model.config.max_tokens - 2
     valid = fold.tokenizer.valid_letters
 
@@ -150,8 +153,14 @@ def fold_fasta(
         # A plain generator: the pipeline's iterator has a __len__ that fails, which progress trackers call.
         results = (result for result in results)
         bar = tqdm(results, total=len(jobs), desc="Folding", unit="seq", disable=not progress)
-        for (row, _), result in zip(jobs, bar, strict=True):
-            _write_outputs(row, result, output_dir, formats, plot)
+        try:
+            for (row, _), result in zip(jobs, bar, strict=True):
+                _write_outputs(row, result, output_dir, formats, plot)
+        except NonFiniteOutputError as error:  # it names the sequence; the record id says more
+            identifier = next((row.id for row, sequence in jobs if sequence == error.sequence), None)
+            if identifier is None:
+                raise
+            raise NonFiniteOutputError(f"record {identifier!r}", error.cause, error.sequence) from None
     _write_summary(rows, output_dir / SUMMARY_NAME)
     return rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -9,9 +10,11 @@ from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .auto import AutoModelForContactPrediction
+from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
 from .structure import fold_probabilities
 
 TASK = "rna-secondary-structure"
+FLOAT16_REMEDY = "load the model in float32 (`dtype=torch.float32`), or convert it without --dtype float16."
 
 
 class RnaSecondaryStructurePipeline(Pipeline):
@@ -23,7 +26,9 @@ class RnaSecondaryStructurePipeline(Pipeline):
     base was taken) and, with `return_probabilities=True`, the (L, L) `probabilities` as a NumPy array. The pairs
     are read off the probabilities as the original script does (`rnafm_hf.structure.fold_probabilities`): keyword
     arguments `threshold` (default: the model config's `ss_threshold`), `canonical_only` and `min_loop` change
-    that. `batch_size=` batches sequences; each gets the map it gets alone (up to float rounding).
+    that. `batch_size=` batches sequences; each gets the map it gets alone (up to float rounding). A folder named
+    by `model=` is loaded strictly ([`rnafm_hf.model_loading.load_model`]: weights that do not match config.json are
+    refused), and a map holding NaN or Inf raises [`rnafm_hf.model_loading.NonFiniteOutputError`].
 
     Example:
 
@@ -91,7 +96,20 @@ class RnaSecondaryStructurePipeline(Pipeline):
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         sequence = inputs.pop("sequence")
         logits = self.model(**inputs).logits
-        return {"probabilities": torch.sigmoid(logits.float()), "sequence": sequence}
+        probabilities = torch.sigmoid(logits.float())
+        if not bool(torch.isfinite(probabilities).all()):  # one cheap pass; the culprit is sought only now
+            self._refuse_non_finite(probabilities, [sequence] if isinstance(sequence, str) else sequence)
+        return {"probabilities": probabilities, "sequence": sequence}
+
+    def _refuse_non_finite(self, probabilities: torch.Tensor, sequences: list[str]) -> None:
+        """Raise `NonFiniteOutputError` for the first sequence of the batch whose map holds NaN or Inf (padding,
+        which no result shows, aside)."""
+        for row, sequence in enumerate(sequences):
+            length = len(sequence)
+            if not bool(torch.isfinite(probabilities[row, :length, :length]).all()):
+                cause = non_finite_cause(FLOAT16_REMEDY if self.model.dtype == torch.float16 else None)
+                shown = sequence if length <= 30 else f"{sequence[:30]}..."
+                raise NonFiniteOutputError(f"the sequence {shown!r} ({length} nt)", cause, sequence)
 
     def postprocess(
         self,
@@ -123,9 +141,31 @@ class RnaSecondaryStructurePipeline(Pipeline):
         return result
 
 
+class StrictAutoModelForContactPrediction(AutoModelForContactPrediction):
+    """[`AutoModelForContactPrediction`] loading through [`rnafm_hf.model_loading.load_model`]: the pipeline's model
+    class, so that `pipeline(TASK, model=FOLDER)` refuses a damaged folder instead of filling in random weights."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any):
+        return load_model(pretrained_model_name_or_path, AutoModelForContactPrediction, *model_args, **kwargs)
+
+
+def load_structure_pipeline(
+    model: str | os.PathLike, device: str | int | torch.device | None = None, **model_kwargs: Any
+) -> RnaSecondaryStructurePipeline:
+    """`pipeline(TASK, model=model, device=device)`, with errors of its own: the folder is loaded strictly
+    ([`rnafm_hf.model_loading.load_model`], in the dtype it stores unless `model_kwargs` say otherwise), and its
+    errors come as they are rather than inside transformers' list of the classes it tried."""
+    from transformers import AutoTokenizer, pipeline
+
+    name = os.fspath(model)
+    loaded = load_model(name, AutoModelForContactPrediction, **{"dtype": "auto", **model_kwargs})
+    return pipeline(TASK, model=loaded, tokenizer=AutoTokenizer.from_pretrained(name), device=device)
+
+
 def register_pipeline() -> None:
     """Make `pipeline("rna-secondary-structure", model=...)` known to transformers."""
     if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         PIPELINE_REGISTRY.register_pipeline(
-            TASK, pipeline_class=RnaSecondaryStructurePipeline, pt_model=AutoModelForContactPrediction
+            TASK, pipeline_class=RnaSecondaryStructurePipeline, pt_model=StrictAutoModelForContactPrediction
         )

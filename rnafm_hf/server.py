@@ -40,6 +40,7 @@ from .embedding import POOLINGS, InvalidSequencesError, embed, load_encoder
 from .fasta import read_fasta
 from .folding import SS_CHECKPOINT
 from .hub import check_model_name
+from .model_loading import NonFiniteOutputError
 from .structure import SecondaryStructure
 
 SERVE_INSTALL = "pip install 'rnafm-hf[serve]'"
@@ -127,9 +128,7 @@ class RnaFmServer:
         limits: ServerLimits | None = None,
         device: str | None = None,
     ):
-        from transformers import pipeline
-
-        from .pipeline import TASK
+        from .pipeline import load_structure_pipeline
 
         self.limits = limits or ServerLimits()
         self.model_name = os.fspath(model)
@@ -139,8 +138,8 @@ class RnaFmServer:
         self.fold_pipeline = None
         self.ss_model_name = None if ss_model is None else os.fspath(ss_model)
         if ss_model is not None:
-            self.fold_pipeline = pipeline(
-                TASK, model=check_model_name(ss_model, SS_CHECKPOINT), device=device
+            self.fold_pipeline = load_structure_pipeline(
+                check_model_name(ss_model, SS_CHECKPOINT), device=device
             )
         self.workdir = Path(tempfile.mkdtemp(prefix="rnafm-hf-serve-"))
         atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
@@ -242,6 +241,8 @@ class RnaFmServer:
             raise RequestError(
                 f"{len(error.invalid)} input record(s) cannot be embedded:\n{listed}\n{advice}"
             ) from None
+        except NonFiniteOutputError as error:
+            raise RequestError(str(error)) from None
         path = self._request_folder() / "embeddings.npz"
         with zipfile.ZipFile(
             path, "w"
