@@ -7,6 +7,10 @@ trying the conversion and the rest of the package offline. Its outputs mean noth
     python conversion/make_random_checkpoint.py RNA-FM_random.pth [--layers 2] [--mrna | --secondary-structure]
         [--hidden-size 640 --heads 20 --intermediate-size 5120]
 
+A structure head sits on an RNA-FM backbone, as the real one was trained on RNA-FM_pretrained.pth: with
+`--secondary-structure --backbone RNA-FM_random.pth` the new head is put on that file's weights (pass the same file
+to `rnafm-hf convert --backbone`); without it, on a new random backbone.
+
 The defaults are the released widths with 2 layers. Smaller widths give a small randomly initialised RNA-FM, e.g. to
 try fine-tuning from scratch in minutes on a CPU.
 """
@@ -15,7 +19,7 @@ import argparse
 
 import torch
 
-from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmForSecondaryStructure
+from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmForSecondaryStructure, load_original_checkpoint
 from rnafm_hf.original_checkpoint import to_original_checkpoint, to_original_structure_checkpoint
 
 
@@ -39,8 +43,13 @@ def main() -> None:
     parser.add_argument(
         "--intermediate-size", type=int, default=None, help="feed-forward width (default: 5120)"
     )
+    parser.add_argument(
+        "--backbone", help="with --secondary-structure: an RNA-FM .pth file whose weights the head sits on"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.backbone and not args.secondary_structure:
+        parser.error("--backbone is for --secondary-structure")
     torch.manual_seed(args.seed)
     sizes = {
         "hidden_size": args.hidden_size,
@@ -50,7 +59,8 @@ def main() -> None:
     config = (RnaFmConfig.mrna_fm if args.mrna else RnaFmConfig.rna_fm)(
         num_hidden_layers=args.layers, **{name: value for name, value in sizes.items() if value is not None}
     )
-    model = RnaFmForMaskedLM(config)
+    model = load_original_checkpoint(args.backbone) if args.backbone else RnaFmForMaskedLM(config)
+    config = model.config
     if args.secondary_structure:
         head = RnaFmForSecondaryStructure(config).ss_head
         torch.save(to_original_structure_checkpoint(model, head), args.path)
@@ -59,7 +69,8 @@ def main() -> None:
         torch.save(to_original_checkpoint(model), args.path)
         layout = "mRNA-FM" if args.mrna else "RNA-FM"
     print(
-        f"Wrote {args.path}: {layout} layout, {args.layers} layers of width {config.hidden_size}, random weights"
+        f"Wrote {args.path}: {layout} layout, {config.num_hidden_layers} layers of width {config.hidden_size}, "
+        "random weights" + (f" (the backbone's from {args.backbone})" if args.backbone else "")
     )
 
 

@@ -12,11 +12,12 @@ Importing the package registers the models and tokenizers with the transformers 
 """
 
 from .auto import AutoModelForContactPrediction, register_auto_classes
-from .configuration_rnafm import RnaFmConfig
+from .configuration_rnafm import RnaFmConfig, RnaFmConfigError
 from .conversion import add_remote_code
 from .data_collators import DataCollatorForPairLabels, RnaFmDataCollatorForLanguageModeling
 from .embedding import InvalidSequencesError, embed
 from .embedding_store import EmbeddingStore, embed_to_folder, load_embeddings
+from .model_loading import ModelFolderError, NonFiniteOutputError
 from .modeling_rnafm import (
     RnaFmContactPredictionOutput,
     RnaFmForContactPrediction,
@@ -47,8 +48,11 @@ __all__ = [
     "DataCollatorForPairLabels",
     "EmbeddingStore",
     "InvalidSequencesError",
+    "ModelFolderError",
+    "NonFiniteOutputError",
     "RnaFmCodonTokenizer",
     "RnaFmConfig",
+    "RnaFmConfigError",
     "RnaFmContactPredictionOutput",
     "RnaFmDataCollatorForLanguageModeling",
     "RnaFmForContactPrediction",

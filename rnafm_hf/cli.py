@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_FAILED_CHECK = 1
-EXIT_BAD_INPUT = 2
+# 0 done, 1 error (a failed check or the user's input), 2 usage (argparse's own).
+EXIT_ERROR = 1
 
 
 def _say(message: str) -> None:
@@ -43,6 +43,8 @@ def _convert(args: argparse.Namespace) -> int:
         model_id=args.push_to_hub,
         base_model=args.base_model,
         config_overrides=overrides,
+        backbone=args.backbone,
+        threshold=args.threshold,
         log=_say,
     )
     print(
@@ -96,7 +98,7 @@ def _fold(args: argparse.Namespace) -> int:
         f"Folded {folded} of {len(rows)} sequences into {args.output}"
         + (f" ({skipped} skipped, listed above)" if skipped else "")
     )
-    return 0 if folded else EXIT_BAD_INPUT
+    return 0 if folded else EXIT_ERROR
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -225,15 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     convert.add_argument(
+        "--backbone",
+        help="for a secondary-structure file: the RNA-FM backbone it was trained on (RNA-FM_pretrained.pth, "
+        "hf://OWNER/REPO/FILE or a converted rna-fm folder), whose arguments give token_dropout and the head "
+        "count (default: RNA-FM_pretrained.pth next to the file or in torch hub's cache, else fm's defaults)",
+    )
+    convert.add_argument(
+        "--threshold",
+        type=float,
+        help="for a secondary-structure file: its pairing threshold (default: the original config's for the "
+        "head the file name names: PDB-All 0.33993712, bpRNA 0.47729617, PDB-TR1 0.07595872; else 0.5)",
+    )
+    convert.add_argument(
         "--num-attention-heads",
         type=int,
-        help="head count for bare state dicts, which do not store it (default 20, as all released models)",
+        help="head count for bare state dicts with no backbone, which do not store it (default 20, as all "
+        "released models)",
     )
     convert.add_argument(
         "--token-dropout",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="token-dropout scaling for bare state dicts, which do not store it (default on)",
+        help="token-dropout scaling for bare state dicts with no backbone, which do not store it (default off, "
+        "as fm when the arguments lack it)",
     )
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this Hub model repo")
     convert.add_argument(
@@ -266,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fold.add_argument("-o", "--output", required=True, type=Path, help="folder for the structure files")
     fold.add_argument(
-        "--threshold", type=float, help="pairing-probability threshold (default: the model's, 0.33993712)"
+        "--threshold",
+        type=float,
+        help="pairing-probability threshold (default: the model's ss_threshold, set by convert for its head)",
     )
     fold.add_argument(
         "--canonical-only", action="store_true", help="keep only AU, UA, GC, CG, GU and UG pairs"
@@ -437,13 +455,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error.report is not None:
             _say(error.report.to_text())
         _say(f"rnafm-hf {args.command}: verification failed: {error}")
-        return EXIT_FAILED_CHECK
+        return EXIT_ERROR
     except PublishError as error:
         _say(f"rnafm-hf {args.command}: {error}")
-        return EXIT_FAILED_CHECK
+        return EXIT_ERROR
     except (ValueError, ImportError, OSError) as error:
         _say(f"rnafm-hf {args.command}: error: {error}")
-        return EXIT_BAD_INPUT
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -170,6 +171,13 @@ def _first_missing_ancestor(path: Path) -> Path | None:
     return missing
 
 
+def _group_by_source(sources: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        grouped.setdefault(source, []).append(name)
+    return grouped
+
+
 def convert_checkpoint(
     checkpoint: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,
@@ -182,6 +190,8 @@ def convert_checkpoint(
     model_id: str | None = None,
     base_model: str = DEFAULT_BASE_MODEL,
     config_overrides: dict[str, Any] | None = None,
+    backbone: str | os.PathLike | None = None,
+    threshold: float | None = None,
     log: Callable[[str], None] = _log_nothing,
 ) -> ConversionResult:
     """
@@ -193,6 +203,13 @@ def convert_checkpoint(
     output. `verify=None` verifies when `fm` is importable, `True` requires it, `False` skips it; a float32
     folder that differs from `fm` by more than 1e-5 raises `ParityError`. `model_id` is the name used in the model
     card's code (default: the folder's name; give the Hub repo id when publishing).
+
+    A secondary-structure file takes its backbone settings (`token_dropout`, head count) from `backbone` (the
+    original `RNA-FM_pretrained.pth`, local or `hf://`, or a converted rna-fm folder), else from
+    `RNA-FM_pretrained.pth` next to the file or in torch hub's cache, as `fm.downstream` does; with none found,
+    fm's defaults are used and the log and the card say so. `threshold` overrides the pairing threshold, which is
+    otherwise the original prediction config's for the head the file name names (PDB-All 0.33993712, bpRNA
+    0.47729617, PDB-TR1 0.07595872; 0.5 for others). Every setting the file could not tell is listed in the card.
 
     Example:
 
@@ -210,9 +227,16 @@ def convert_checkpoint(
         check_output_folder(Path(output_dir), overwrite)
     if verify and not fm_is_available():
         raise ImportError(f"Verification was requested but `fm` is not installed: {FM_INSTALL}")
+    overrides = dict(config_overrides or {})
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"The threshold is a probability, between 0 and 1; got {threshold}.")
+        overrides["ss_threshold"] = threshold
     path = resolve_checkpoint(checkpoint)
     log(f"Reading {path}")
-    original = read_original(path, kind=kind, **(config_overrides or {}))
+    original = read_original(path, kind=kind, backbone=backbone, **overrides)
+    if threshold is not None and original.kind != "rna-fm-ss":
+        raise ValueError("A threshold is for secondary-structure files; this one is " + original.kind + ".")
     config = original.config
     log(
         f"Found {original.kind}: {config.num_hidden_layers} layers, width {config.hidden_size}, "
@@ -221,6 +245,14 @@ def convert_checkpoint(
     )
     for note in original.notes:
         log(f"Note: {note}")
+    if original.backbone is not None and original.backbone.found:
+        log(f"Backbone: {original.backbone.location}")
+    for source, names in _group_by_source(original.sources).items():
+        values = ", ".join(f"{name}={getattr(config, name)}" for name in names)
+        if source.startswith("ASSUMED"):
+            log(f"WARNING: {values} assumed, not read: {source.removeprefix('ASSUMED: ')}.")
+        else:
+            log(f"{values} from {source}")
     output_dir = Path(output_dir or DEFAULT_OUTPUT_NAMES[original.kind])
     check_output_folder(output_dir, overwrite, path)
     created = _first_missing_ancestor(output_dir.parent)
@@ -240,11 +272,12 @@ def convert_checkpoint(
             report = verify_folder(staging, path, original, verify_sequences, dtype=dtype, log=log)
             log(report.to_text())
             if not report.passed:
-                raise ParityError(
-                    f"The converted model differs from fm by {report.worst:.2e} (> {report.tolerance:.0e}); "
-                    "no folder was written.",
-                    report,
+                difference = (
+                    "gives NaN or infinite outputs where fm's or ours should be finite"
+                    if math.isnan(report.worst) or math.isinf(report.worst)
+                    else f"differs from fm by {report.worst:.2e} (> {report.tolerance:.0e})"
                 )
+                raise ParityError(f"The converted model {difference}; no folder was written.", report)
         if reason is not None:
             log(f"Not verified: {reason}.")
         source = str(checkpoint) if str(checkpoint).startswith("hf://") else Path(checkpoint).name
@@ -255,6 +288,7 @@ def convert_checkpoint(
             source=f"`{source}` (sha256 `{sha256_of(path)}`)",
             not_verified_reason=reason,
             base_model=base_model,
+            settings=original,
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
         _move_into_place(staging, output_dir)

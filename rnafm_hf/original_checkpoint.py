@@ -2,17 +2,20 @@
 
 This reproduces `fm.pretrained.load_model_and_alphabet_local`: fairseq argument and key prefixes stripped, sizes
 and `token_dropout` read from the file's arguments, `emb_layer_norm_before` switched on by the presence of its
-weights, and the `<mask>` row of the token embeddings zeroed. Secondary-structure files (a state dict of
-`fm.downstream.Baseline`) hold the same model under `backbone.` and the ResNet head under `downstream_modules.`.
+weights, and the `<mask>` row of the token embeddings zeroed where fm's zeroing survives (see `read_original`).
+Secondary-structure files (a state dict of `fm.downstream.Baseline`) hold the same model under `backbone.` and the
+ResNet head under `downstream_modules.`; they are read on top of the backbone they were trained on
+(`structure_backbone`), as `fm.downstream` reads them.
 
-Files are opened with `weights_only=True`, allowing only `argparse.Namespace`, so a file cannot run code while it
-loads. What kind of model a file holds is read from its contents, never from its name.
+Files are opened with `weights_only=True`, allowing only plain data (tensors, `argparse.Namespace`, and numpy
+numbers, dtypes and numeric arrays; see `safe_loading`), so a file cannot run code while it loads. What kind of
+model a file holds is read from its contents, never from its name (only a structure head's pairing threshold is
+taken from the name, as the original prediction configs name the files).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pickle
 import re
@@ -24,6 +27,8 @@ import torch
 
 from .configuration_rnafm import MRNA_FM_PRESET, RNA_FM_PRESET, RnaFmConfig
 from .modeling_rnafm import RnaFmModel, RnaFmPreTrainedModel
+from .safe_loading import UnsafeCheckpointError, load_checkpoint_safely
+from .structure_backbone import BackboneSettings, backbone_settings, check_backbone_weights, head_threshold
 
 PADDING_IDX = 1
 KINDS = ("rna-fm", "mrna-fm", "rna-fm-ss")
@@ -81,42 +86,35 @@ class OriginalCheckpoint:
     """The training arguments with fairseq's `encoder_` prefix removed; None for a bare state dict."""
     notes: list[str] = field(default_factory=list)
     """What was read differently from what the file holds, for the user to know."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where the settings a file may not store (`token_dropout`, `num_attention_heads`, `ss_threshold`) came from,
+    in words; a value the file could not tell us starts with "ASSUMED"."""
+    backbone: BackboneSettings | None = None
+    """For a secondary-structure file: the backbone its settings were read from (see `structure_backbone`)."""
+
+    @property
+    def assumptions(self) -> list[str]:
+        """The settings that were assumed rather than read, each with the reason."""
+        return [f"{name}: {source}" for name, source in self.sources.items() if source.startswith("ASSUMED")]
 
 
 def load_original_file(path: str | os.PathLike) -> Any:
     """
-    `torch.load` an original file safely: tensors and `argparse.Namespace` only, nothing executed.
+    `torch.load` an original file safely: plain data only (tensors, `argparse.Namespace`, numpy numbers), nothing
+    executed; see `rnafm_hf.safe_loading.load_checkpoint_safely`.
 
-    The tensors are memory-mapped where the file format allows it, so reading costs little RAM. A file that asks to
-    run code, or that cannot be read (truncated, not a PyTorch file), raises `CheckpointError`.
+    The tensors are memory-mapped where the file format allows it, so reading costs little RAM, and the training
+    state of a fairseq file (optimizer state, `extra_state`) is dropped unread. A file that asks to run code, or that
+    cannot be read (truncated, not a PyTorch file), raises `CheckpointError`.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file.")
-    # The context manager removes what it added on exit, so leave a caller's own allow-list untouched.
-    already_allowed = argparse.Namespace in torch.serialization.get_safe_globals()
-    allow = (
-        contextlib.nullcontext()
-        if already_allowed
-        else torch.serialization.safe_globals([argparse.Namespace])
-    )
     try:
-        with allow:
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as error:
-                if "mmap" not in str(error):
-                    raise
-                # Files written by torch < 1.6 (not zip archives) cannot be memory-mapped.
-                return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise _unreadable(path, error) from error
-        raise CheckpointError(
-            f"Refused to load {path}: it asks to run code or build objects while unpickling, which original RNA-FM "
-            "files never do (they hold tensors and an argparse.Namespace only). Nothing from it was executed. "
-            f"torch said: {str(error).splitlines()[-1].strip() or error}"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        return load_checkpoint_safely(path)
+    except UnsafeCheckpointError as error:
+        raise CheckpointError(str(error)) from error
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, LookupError) as error:
+        # LookupError: KeyError or IndexError from the unpickler on a file that is not quite a pickle.
         raise _unreadable(path, error) from error
 
 
@@ -160,9 +158,17 @@ def _split_checkpoint(
     )
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _config_from(
-    args: dict[str, Any] | None, state: Mapping[str, torch.Tensor], overrides: dict
+    args: dict[str, Any] | None,
+    state: Mapping[str, torch.Tensor],
+    overrides: dict,
+    sources: dict[str, str],
 ) -> RnaFmConfig:
+    """The config the file describes. `sources` receives where `token_dropout` and the head count came from."""
     vocab_size, hidden_size = state["embed_tokens.weight"].shape
     preset = VOCABULARIES[vocab_size]
     layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
@@ -176,41 +182,58 @@ def _config_from(
         "num_attention_heads": preset["num_attention_heads"],
         "max_position_embeddings": state["embed_positions.weight"].shape[0],
         "emb_layer_norm_before": any(k.startswith("emb_layer_norm_before") for k in state),
-        "token_dropout": True,
+        # fm reads getattr(args, "token_dropout", False): absent means off.
+        "token_dropout": False,
         "mask_token_id": preset["mask_token_id"],
         "k_mer": preset["k_mer"],
     }
+    for key in ("num_attention_heads", "token_dropout"):
+        if key in overrides:
+            sources.setdefault(key, "given")
     if args is not None:
         if args.get("arch", "roberta_large") != "roberta_large":
             raise CheckpointError(
                 f"Unknown architecture {args['arch']!r}: the original loader only reads 'roberta_large'."
             )
-        values["num_attention_heads"] = args.get("attention_heads", values["num_attention_heads"])
+        heads = args.get("attention_heads", values["num_attention_heads"])
+        if not _positive_int(heads):
+            raise CheckpointError(
+                f"The checkpoint's training arguments give encoder_attention_heads={heads!r}; the head count must "
+                "be a positive whole number. The file is damaged or not an RNA-FM checkpoint."
+            )
+        values["num_attention_heads"] = heads
         values["token_dropout"] = bool(args.get("token_dropout", False))
+        stated = (
+            "the file's training arguments"
+            if "token_dropout" in args
+            else "fm's default (absent from the file's training arguments)"
+        )
+        sources |= {"token_dropout": stated, "num_attention_heads": "the file's training arguments"}
         for ours, theirs in (
             ("hidden_dropout_prob", "dropout"),
             ("attention_probs_dropout_prob", "attention_dropout"),
         ):
-            if isinstance(args.get(theirs), (int, float)):
+            if isinstance(args.get(theirs), (int, float)) and 0 <= args[theirs] <= 1:
                 values[ours] = float(args[theirs])
         declared = {
             "num_hidden_layers": args.get("layers"),
             "hidden_size": args.get("embed_dim"),
             "intermediate_size": args.get("ffn_embed_dim"),
             "max_position_embeddings": (
-                args["max_positions"] + PADDING_IDX + 1 if "max_positions" in args else None
+                args["max_positions"] + PADDING_IDX + 1
+                if isinstance(args.get("max_positions"), int)
+                else args.get("max_positions")
             ),
         }
         clashes = [
-            f"{k}: args say {v}, weights say {values[k]}"
+            f"{k}: args say {v!r}, weights say {values[k]}"
             for k, v in declared.items()
-            if v not in (None, values[k])
+            if v is not None and v != values[k]
         ]
         if clashes:
             raise CheckpointError(
                 "The checkpoint's arguments disagree with its weights: " + "; ".join(clashes)
             )
-    if args is not None:
         contradicted = [
             f"{key}={value!r} (the file says {values[key]!r})"
             for key, value in overrides.items()
@@ -222,11 +245,29 @@ def _config_from(
                 + ", ".join(contradicted)
                 + ". They are for bare state dicts only; leave them out."
             )
+    else:
+        sources.setdefault(
+            "token_dropout",
+            "ASSUMED: the file is a bare state dict without training arguments; fm's default token_dropout=False "
+            "(fm reads getattr(args, 'token_dropout', False)) was used",
+        )
+        sources.setdefault(
+            "num_attention_heads",
+            f"ASSUMED: the file is a bare state dict, which does not store the head count; "
+            f"{values['num_attention_heads']} (all released models) was used",
+        )
     values.update(overrides)
-    if args is None and values["hidden_size"] % values["num_attention_heads"]:
+    if (
+        not _positive_int(values["num_attention_heads"])
+        or values["hidden_size"] % values["num_attention_heads"]
+    ):
         raise CheckpointError(
-            f"This bare state dict has width {values['hidden_size']}, which {values['num_attention_heads']} heads do "
-            "not divide; the head count is not stored in the weights: pass num_attention_heads=..."
+            f"Width {values['hidden_size']} cannot be split into {values['num_attention_heads']!r} attention heads; "
+            + (
+                "the head count is not stored in the weights: pass num_attention_heads=... (--num-attention-heads)."
+                if args is None
+                else "the file's training arguments are damaged."
+            )
         )
     return RnaFmConfig(**values)
 
@@ -319,7 +360,11 @@ def _check_kind(requested: str, detected: str | None, has_head: bool, vocab_size
 
 
 def read_original(
-    checkpoint: str | os.PathLike | Mapping[str, Any], kind: str | None = None, **config_overrides: Any
+    checkpoint: str | os.PathLike | Mapping[str, Any],
+    kind: str | None = None,
+    *,
+    backbone: str | os.PathLike | None = None,
+    **config_overrides: Any,
 ) -> OriginalCheckpoint:
     """
     Read an original checkpoint (a path, or the loaded dict) and say what it is.
@@ -327,12 +372,25 @@ def read_original(
     Accepts `{"args": Namespace, "model": state_dict}` with either fairseq key prefix
     (`encoder.sentence_encoder.*` or `encoder.encoder.*`), a bare state dict, or a secondary-structure state dict
     (`backbone.*` + `downstream_modules.*`). `kind` ("rna-fm", "mrna-fm", "rna-fm-ss") overrides the detection;
-    asking for "rna-fm" on a secondary-structure file takes its backbone only. For a bare state dict the head
-    count cannot be read from the weights and defaults to 20 (all released models); pass
-    `num_attention_heads=...` to override, likewise any other config field. Missing or unexpected keys raise a
-    `CheckpointError` that lists them.
+    asking for "rna-fm" on a secondary-structure file takes its backbone only.
+
+    What a file does not store is taken where the original takes it, and recorded in `sources`:
+
+    - A secondary-structure file is read as `fm.downstream` reads it, on top of its RNA-FM backbone: `token_dropout`
+      and the head count come from `backbone` (the original `RNA-FM_pretrained.pth`, local or `hf://`, or a
+      converted rna-fm folder), else from `RNA-FM_pretrained.pth` next to the file or in torch hub's cache; the
+      backbone's weights must equal those in the structure file. With no backbone anywhere, fm's defaults are
+      used (`token_dropout` off, 20 heads) and marked as assumed. The pairing threshold is the original
+      prediction config's for the head the file name names (PDB-All, bpRNA, PDB-TR1), else 0.5.
+    - A bare language-model state dict takes fm's default `token_dropout` (off) and 20 heads, marked as assumed.
+
+    Any config field can be overridden (`num_attention_heads=...`, `token_dropout=...`, `ss_threshold=...`); the
+    two training settings only where the file and its backbone do not store them. Missing, unexpected, misshapen,
+    non-floating or non-finite tensors raise a `CheckpointError` that names them.
     """
+    path = None
     if not isinstance(checkpoint, Mapping):
+        path = checkpoint
         checkpoint = load_original_file(checkpoint)
     args, raw_state = _split_checkpoint(checkpoint)
     head_state: dict[str, torch.Tensor] = {}
@@ -362,32 +420,63 @@ def read_original(
         expected = expected_original_keys(RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1))
         raise _mismatch(expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS), "RNA-FM")
     kind = kind or detected
+    if backbone is not None and kind != "rna-fm-ss":
+        raise CheckpointError(
+            f"A backbone was given, but the file is {kind}, not a secondary-structure file; backbones are for "
+            "secondary-structure files only (their own file does not store the backbone's settings)."
+        )
     head_name, head_values, head_tensors = None, {}, {}
+    sources: dict[str, str] = {}
+    settings = None
     if kind == "rna-fm-ss":
         head_name, head_values, head_tensors = _read_ss_head(head_state)
-    config = _config_from(args, state, {**head_values, **config_overrides})
+        settings = backbone_settings(path, backbone)
+        config_overrides = _structure_overrides(settings, config_overrides, sources)
+        if "ss_threshold" in config_overrides:
+            sources["ss_threshold"] = "given"
+        else:
+            config_overrides["ss_threshold"], sources["ss_threshold"] = head_threshold(path)
+    config = _config_from(args, state, {**head_values, **config_overrides}, sources)
     expected = expected_original_keys(config)
     missing, unexpected = expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS)
     if missing or unexpected:
         raise _mismatch(missing, unexpected, "mRNA-FM" if kind == "mrna-fm" else "RNA-FM")
-    if not torch.equal(state["lm_head.weight"], state["embed_tokens.weight"]):
-        raise CheckpointError(
-            "lm_head.weight differs from embed_tokens.weight; RNA-FM ties them, so this file is not one."
-        )
 
-    converted = {}
+    converted, origin = {}, {}
     for key, tensor in state.items():
         if key == "lm_head.weight":
             continue  # tied: stored once, as the token embedding
         for pattern, replacement in _KEY_RULES:
             if re.fullmatch(pattern, key):
-                converted[re.sub(pattern, replacement, key)] = tensor
+                ours = re.sub(pattern, replacement, key)
+                converted[ours], origin[ours] = tensor, (BACKBONE_PREFIX if head_state else "") + key
                 break
-    embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
-    embeddings[config.mask_token_id].zero_()  # as the original loader does, for token dropout
-    converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
     converted |= head_tensors
+    origin |= {
+        ss_head_key(key.split(".", 1)[1]): HEAD_PREFIX + key for key in head_state if kind == "rna-fm-ss"
+    }
+    _check_tensors(converted, origin, config, path)
+    if not torch.equal(state["lm_head.weight"], state["embed_tokens.weight"]):
+        raise CheckpointError(
+            "lm_head.weight differs from embed_tokens.weight; RNA-FM ties them, so this file is not one."
+        )
+    # fm's loader zeroes the <mask> row of embed_tokens.weight in place, then load_state_dict copies embed_tokens.weight
+    # and, last, lm_head.weight into the one tied parameter: the zeroing survives only where the file's two tensors
+    # share memory (as torch.save of a model's state_dict leaves them); a file whose lm_head.weight is a separate copy
+    # (cast tensor by tensor, say) keeps the row. fm.downstream loads a structure file's weights as they are.
+    zero_mask_row = not head_state and _same_memory(state["lm_head.weight"], state["embed_tokens.weight"])
+    if zero_mask_row:
+        embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
+        embeddings[config.mask_token_id].zero_()
+        converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
+    if settings is not None:
+        check_backbone_weights(converted, settings)
     notes = []
+    if not head_state and not zero_mask_row:
+        notes.append(
+            "lm_head.weight is stored apart from embed_tokens.weight, so the original loader's zeroing of the <mask> "
+            "embedding row is undone when it loads this file; the row was kept as stored, as fm does."
+        )
     if backbone_only:
         notes.append(
             f"The file holds a {BACKBONE_PREFIX}* model without a secondary-structure head ({HEAD_PREFIX}*); "
@@ -405,7 +494,81 @@ def read_original(
         state_dict=converted,
         head_name=head_name,
         args=args,
+        sources=sources,
+        backbone=settings,
     )
+
+
+def _structure_overrides(
+    settings: BackboneSettings, overrides: dict[str, Any], sources: dict[str, str]
+) -> dict[str, Any]:
+    """The config overrides for a structure file: the backbone's two training settings, unless a setting the
+    backbone does not decide (no backbone found) is given explicitly."""
+    overrides = dict(overrides)
+    for key in ("token_dropout", "num_attention_heads"):
+        from_backbone = getattr(settings, key)
+        if key not in overrides:
+            overrides[key], sources[key] = from_backbone, settings.source
+        elif settings.found and overrides[key] != from_backbone:
+            raise CheckpointError(
+                f"{key}={overrides[key]!r} was given, but the backbone says {from_backbone!r} "
+                f"({settings.source}); leave it out."
+            )
+        else:
+            sources[key] = settings.source if settings.found else "given"
+    return overrides
+
+
+def _expected_shapes(config: RnaFmConfig) -> dict[str, torch.Size]:
+    """Shapes of every tensor our classes hold for this config (built on the meta device: no memory)."""
+    from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
+
+    shapes: dict[str, torch.Size] = {}
+    with torch.device("meta"):
+        for model_class in (RnaFmForMaskedLM, RnaFmForSecondaryStructure):
+            shapes |= {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
+    # The contact regression: one weight per attention map (building that model would warn it is untrained).
+    maps = config.num_hidden_layers * config.num_attention_heads
+    shapes |= {CONTACT_REGRESSION_KEYS[0]: torch.Size([1, maps]), CONTACT_REGRESSION_KEYS[1]: torch.Size([1])}
+    return shapes
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether `a` and `b` view the same memory (storage, offset and strides), so that writing one writes the other."""
+    return (
+        a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        and a.storage_offset() == b.storage_offset()
+        and a.stride() == b.stride()
+    )
+
+
+def _check_tensors(
+    converted: Mapping[str, torch.Tensor],
+    origin: Mapping[str, str],
+    config: RnaFmConfig,
+    path: str | os.PathLike | None,
+) -> None:
+    """Refuse tensors of the wrong shape, of an integer type, or holding NaN or infinity, naming the first ones by
+    their names in the file (fairseq prefixes stripped)."""
+    expected = _expected_shapes(config)
+    problems = []
+    for key, tensor in converted.items():
+        name = origin.get(key, key)
+        counter = key.endswith("num_batches_tracked")
+        if key in expected and tensor.shape != expected[key]:
+            problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(expected[key])}")
+        elif not counter and not tensor.is_floating_point():
+            problems.append(f"{name} holds {tensor.dtype} numbers; weights are floating point")
+        elif not counter and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            problems.append(f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}")
+    if problems:
+        where = f"{path}: " if path is not None else ""
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(
+            f"{where}{len(problems)} tensor{'s are' if len(problems) > 1 else ' is'} unusable ({shown}), so this "
+            "file cannot give the original's numbers. It is damaged (download it again) or not an RNA-FM file."
+        )
 
 
 def read_original_checkpoint(
@@ -491,9 +654,18 @@ def to_original_structure_checkpoint(
     """
     The layout of `RNA-FM-ResNet_PDB-All.pth`: the state dict of the original `fm.downstream.Baseline`, the masked-LM
     `model`'s weights under `backbone.` and the `RnaFmSecondaryStructureHead` under `downstream_modules.<head_name>.`.
+    Like fm's `Baseline`, it holds the backbone's contact regression: the model's own, or a freshly initialised one
+    (as fm builds it when the backbone file has none).
     """
     backbone = to_original_checkpoint(model)["model"]
     state = {BACKBONE_PREFIX + strip_fairseq_prefix(key): tensor for key, tensor in backbone.items()}
+    if not any(key.startswith(BACKBONE_PREFIX + "contact_head.") for key in state):
+        config = model.config
+        regression = torch.nn.Linear(config.num_hidden_layers * config.num_attention_heads, 1)
+        state |= {
+            f"{BACKBONE_PREFIX}contact_head.regression.{k}": v.detach()
+            for k, v in regression.state_dict().items()
+        }
     blocks = len(ss_head.blocks)
     ours = {f"ss_head.{key}": tensor for key, tensor in ss_head.state_dict().items()}
     for key in expected_ss_head_keys(blocks):

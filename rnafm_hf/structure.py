@@ -321,9 +321,15 @@ def fold_probabilities(
     `min_loop` bases (the original: `|i - j| <= 1` skipped) or, with `canonical_only`, other than AU, UA, GC, CG,
     GU, UG is skipped; a pair is kept when neither base is paired yet, otherwise it is reported as a multiplet.
 
-    The map is read from its upper triangle (the model's maps are symmetric); equal probabilities are visited in
-    order of position. The 2022 version of the script corresponds to `threshold=0.5, canonical_only=True,
-    min_loop=0`.
+    The map is read from its upper triangle (the model's maps are symmetric). The 2022 version of the script
+    corresponds to `threshold=0.5, canonical_only=True, min_loop=0`.
+
+    Ties are common: float32's sigmoid gives exactly 1.0 for every logit above about 17. Equal probabilities are
+    visited in order of position (by `i`, then by `j`), so the structure is deterministic and every base has at
+    most one partner. The original script differs there: it sorts all entries above the threshold of the whole
+    map, both triangles, with numpy's default (unstable) sort, so tied pairs come in an order that depends on the
+    sort's internals; and it tracks paired rows and paired columns apart, so among ties a base can be kept twice,
+    once as the row of one pair and once as the column of another. Where no probabilities tie, the two agree.
 
     Example:
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
+import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -22,6 +25,7 @@ from .original_checkpoint import (
     fairseq_args,
     load_original_file,
 )
+from .structure_backbone import BACKBONE_FILE_NAME
 
 TOLERANCE = 1e-5
 FM_INSTALL = "pip install rna-fm==0.2.2"
@@ -76,15 +80,17 @@ class ParityReport:
     sequences: list[tuple[str, int]]
     dtype: str
     inferred_settings: bool = False
-    """True when the file stores no training arguments, so fm was built with the converter's head count and
-    token-dropout setting: the check then covers the weights and their mapping, not those two settings."""
+    """True when neither the file nor a backbone file stores the training arguments, so fm was built with the head
+    count and token-dropout setting the converter assumed: the check then covers the weights and their mapping,
+    not those two settings."""
     tolerance: float = TOLERANCE
     versions: dict[str, str] = field(default_factory=software_versions)
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
 
     @property
     def worst(self) -> float:
-        return max(self.eager.values())
+        """The largest difference on the eager path; NaN if any output was not finite on either side."""
+        return nanmax(self.eager.values())
 
     @property
     def enforced(self) -> bool:
@@ -93,7 +99,8 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return not self.enforced or self.worst <= self.tolerance
+        # A non-finite difference fails whatever the precision.
+        return math.isfinite(self.worst) and (not self.enforced or self.worst <= self.tolerance)
 
     def rows(self) -> list[tuple[str, float, float]]:
         return [(name, self.eager[name], self.sdpa[name]) for name in self.eager]
@@ -102,7 +109,9 @@ class ParityReport:
         width = max(len(name) for name in ["output", *self.eager])
         lines = [f"{'output':<{width}} {'eager':>10} {'sdpa':>10}"]
         lines += [f"{name:<{width}} {eager:>10.2e} {sdpa:>10.2e}" for name, eager, sdpa in self.rows()]
-        if self.enforced:
+        if not math.isfinite(self.worst):
+            lines.append("FAIL: some outputs are NaN or infinite (on our side, fm's or both)")
+        elif self.enforced:
             verdict = "PASS" if self.passed else "FAIL"
             lines.append(
                 f"{verdict}: max abs diff {self.worst:.2e} (tolerance {self.tolerance:.0e}, eager path)"
@@ -119,12 +128,15 @@ class ParityReport:
         table += [f"| {name} | {eager:.2e} | {sdpa:.2e} |" for name, eager, sdpa in self.rows()]
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items())
         inferred = (
-            " The file stores no training arguments, so `fm` was built with the head count and token-dropout "
-            "setting the converter inferred; this checks the weights and their mapping, not those two settings."
+            " Neither the file nor a backbone file stores the training arguments, so `fm` was built with the head "
+            "count and token-dropout setting the converter assumed (see the conversion settings); this checks the "
+            "weights and their mapping, not those two settings."
             if self.inferred_settings
             else ""
         )
-        if self.enforced:
+        if not math.isfinite(self.worst):
+            verdict = "FAILED: some outputs are NaN or infinite."
+        elif self.enforced:
             verdict = f"All within {self.tolerance:.0e} on the eager path." if self.passed else "FAILED."
         else:
             verdict = f"{self.dtype} weights: the differences are the rounding of the weights; not enforced."
@@ -133,7 +145,8 @@ class ParityReport:
                 f"Measured by the converter on {self.date}: this folder, loaded back through the Auto classes and run "
                 f"in float32 on the CPU, against the original `fm` code on the same weights, for {names}. "
                 "Differences are over the real tokens (`<cls>`, residues, `<eos>`) of each hidden layer "
-                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits"
+                "(0 = embeddings, the last one after the final LayerNorm) and of the MLM logits, for the sequences "
+                "as given and with every 7th residue replaced by `<mask>`"
                 + (
                     ", and over all residue pairs of the secondary-structure head's pairing probabilities. "
                     if "pair probabilities" in self.eager
@@ -150,12 +163,12 @@ class ParityReport:
 
 
 def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> tuple[torch.nn.Module, Any]:
-    """The original `fm` model (and alphabet) for the file's backbone, built by `fm`'s own loader."""
+    """The original `fm` model (and alphabet) of a language-model file, built by `fm`'s own loader."""
     import fm
 
     checkpoint = load_original_file(path)
     if original.args is None:
-        # fm's loader needs training arguments; bare files (the secondary-structure ones too) take ours.
+        # fm's loader needs training arguments; a bare file takes the ones the converter assumed.
         _, state = _split_checkpoint(checkpoint)
         state = {
             k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if not k.startswith(HEAD_PREFIX)
@@ -168,19 +181,41 @@ def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> 
     return model.eval(), alphabet
 
 
-def original_fm_structure_head(
-    path: str | os.PathLike, original: OriginalCheckpoint, backbone: torch.nn.Module, alphabet: Any
-) -> torch.nn.Module:
-    """The original `PairwiseConcatWithResNet` of a secondary-structure file, with the file's weights."""
-    from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
+def _backbone_file_for_fm(path: str | os.PathLike, original: OriginalCheckpoint) -> dict[str, Any]:
+    """What fm should find as `RNA-FM_pretrained.pth`: the backbone file's own arguments and weights (training
+    state left out); or, for a converted backbone folder or none at all, the settings the converter used around
+    the structure file's backbone weights."""
+    backbone = original.backbone
+    if backbone is not None and backbone.path is not None:
+        checkpoint = load_original_file(backbone.path)
+        return {"args": checkpoint["args"], "model": checkpoint["model"]}
+    _, state = _split_checkpoint(load_original_file(path))
+    state = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    return {"args": fairseq_args(original.config), "model": state}
+
+
+def original_fm_structure_model(path: str | os.PathLike, original: OriginalCheckpoint) -> torch.nn.Module:
+    """
+    fm's own secondary-structure model for the file, built as `fm.downstream.build_rnafm_resnet` builds it: a
+    `Baseline` whose RNA-FM backbone fm loads from torch hub's cache (here a temporary one holding the backbone
+    file), then the structure file's weights loaded into it, strictly. So the backbone settings come from the
+    backbone file through fm's code, not from the converter.
+    """
+    from fm.downstream import Baseline
 
     _, state = _split_checkpoint(load_original_file(path))
-    prefix = f"{HEAD_PREFIX}{original.head_name}."
-    head = PairwiseConcatWithResNet.create_module_with_name(
-        original.head_name.split(":")[0], backbone.args, alphabet
-    )
-    head.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
-    return head.eval()
+    with tempfile.TemporaryDirectory() as hub:
+        backbone_file = Path(hub) / "checkpoints" / BACKBONE_FILE_NAME
+        backbone_file.parent.mkdir()
+        torch.save(_backbone_file_for_fm(path, original), backbone_file)
+        with mock.patch.object(torch.hub, "_hub_dir", hub), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Regression weights not found")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model = Baseline(
+                backbone_name="rna-fm", pairwise_predictor_name=original.head_name, backbone_frozen=1
+            )
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _verification_inputs(
@@ -205,6 +240,12 @@ def _verification_inputs(
             )
         prepared.append((name, sequence))
     return prepared
+
+
+def nanmax(values: Iterable[float]) -> float:
+    """The largest value, or NaN if any is NaN (Python's `max` drops a NaN depending on where it stands)."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
 def _max_diffs(ours: Any, expected: Mapping[str, Any], mask: torch.Tensor) -> dict[str, float]:
@@ -239,7 +280,6 @@ def verify_folder(
     config = original.config
     sequences = EXAMPLE_SEQUENCES if sequences is None else sequences
     inputs = _verification_inputs(sequences, config.k_mer, config.max_tokens - 2, log)
-    reference, alphabet = original_fm_model(checkpoint_path, original)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForMaskedLM.from_pretrained(
         folder, dtype=torch.float32, attn_implementation="eager"
@@ -248,10 +288,14 @@ def verify_folder(
     if original.kind == "rna-fm-ss":
         from .auto import AutoModelForContactPrediction
 
+        original_model = original_fm_structure_model(checkpoint_path, original)
+        reference, alphabet = original_model.backbone, original_model.backbone_alphabet
         structure = (
-            original_fm_structure_head(checkpoint_path, original, reference, alphabet),
+            original_model.downstream_modules[original.head_name],
             AutoModelForContactPrediction.from_pretrained(folder, dtype=torch.float32).eval(),
         )
+    else:
+        reference, alphabet = original_fm_model(checkpoint_path, original)
     converter = alphabet.get_batch_converter()
     eager: dict[str, float] = {}
     sdpa: dict[str, float] = {}
@@ -273,7 +317,8 @@ def verify_folder(
         sdpa=sdpa,
         sequences=[(name, len(sequence)) for name, sequence in inputs],
         dtype=dtype,
-        inferred_settings=original.args is None,
+        inferred_settings=original.args is None
+        and (original.backbone is None or not original.backbone.found),
     )
 
 
@@ -286,23 +331,32 @@ def _compare_batch(
     eager: dict[str, float],
     sdpa: dict[str, float],
 ) -> None:
-    """Max abs differences of one batch, folded into `eager` and `sdpa` (running maxima per output)."""
+    """Max abs differences of one batch, as given and with every 7th residue masked (the `<mask>` embedding and
+    token dropout's rescaling only act on masked input), folded into `eager` and `sdpa` (running maxima)."""
     _, _, original_ids = converter(chunk)
     if not torch.equal(batch["input_ids"], original_ids):
         raise ParityError(f"Our tokenizer and fm's disagree on the token ids of {[n for n, _ in chunk]}.")
     mask = batch["attention_mask"].bool()
-    with torch.inference_mode():
-        # need_head_weights=True keeps fm on its own attention math rather than torch's fused MHA.
-        expected = reference(
-            original_ids, repr_layers=list(range(reference.num_layers + 1)), need_head_weights=True
-        )
-        model.set_attn_implementation("eager")
-        found_eager = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
-        model.set_attn_implementation("sdpa")
-        found_sdpa = _max_diffs(model(**batch, output_hidden_states=True), expected, mask)
-    for found, total in ((found_eager, eager), (found_sdpa, sdpa)):
-        for name, value in found.items():
-            total[name] = max(total.get(name, 0.0), value)
+    residues = mask & (original_ids != reference.cls_idx) & (original_ids != reference.eos_idx)
+    masked_ids = original_ids.masked_fill(
+        residues & (torch.arange(original_ids.shape[1]) % 7 == 3), model.config.mask_token_id
+    )
+    for ids in (original_ids, masked_ids):
+        with torch.inference_mode():
+            # need_head_weights=True keeps fm on its own attention math rather than torch's fused MHA.
+            expected = reference(
+                ids, repr_layers=list(range(reference.num_layers + 1)), need_head_weights=True
+            )
+            found = {}
+            for implementation in ("eager", "sdpa"):
+                model.set_attn_implementation(implementation)
+                outputs = model(
+                    input_ids=ids, attention_mask=batch["attention_mask"], output_hidden_states=True
+                )
+                found[implementation] = _max_diffs(outputs, expected, mask)
+        for implementation, total in (("eager", eager), ("sdpa", sdpa)):
+            for name, value in found[implementation].items():
+                total[name] = nanmax([total.get(name, 0.0), value])
 
 
 def _compare_structure(
@@ -327,5 +381,7 @@ def _compare_structure(
         for implementation, total in (("eager", eager), ("sdpa", sdpa)):
             model.set_attn_implementation(implementation)
             found = torch.sigmoid(model(**batch).logits)
-            worst = max((found[i, : len(p), : len(p)] - p).abs().max().item() for i, p in enumerate(expected))
-            total["pair probabilities"] = max(total.get("pair probabilities", 0.0), worst)
+            worst = nanmax(
+                (found[i, : len(p), : len(p)] - p).abs().max().item() for i, p in enumerate(expected)
+            )
+            total["pair probabilities"] = nanmax([total.get("pair probabilities", 0.0), worst])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import tempfile
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import fm
 import torch
 
 EMBEDDING_STD = 0.1
+BACKBONE_FILE_NAME = "RNA-FM_pretrained.pth"
 PREFIXES = {
     "sentence_encoder": ("encoder.sentence_encoder.", "encoder."),
     "encoder_encoder": ("encoder.encoder.", "encoder."),
@@ -107,7 +112,7 @@ def write_original_checkpoint(
 SS_HEAD_NAME = "pc-resnet_1_sym_first:r-ss"
 
 
-def randomise_resnet_head_(head: torch.nn.Module, seed: int) -> None:
+def randomise_resnet_head_(head: torch.nn.Module, seed: int, output_bias: float = -4.0) -> None:
     """Weights of the size a trained structure head has: He-scaled convolutions damped for a 32-block residual
     stream, BatchNorm gains near 1 and running statistics away from their initial 0 / 1, and an output bias that
     leaves a few percent of the pairs above the 0.34 threshold, like a trained head's sparse maps."""
@@ -125,7 +130,7 @@ def randomise_resnet_head_(head: torch.nn.Module, seed: int) -> None:
                 if module.bias is not None:
                     module.bias.copy_(normal(module.bias.shape, 0.1))
                 if name == "proj.final":
-                    module.bias.fill_(-4.0)
+                    module.bias.fill_(output_bias)
             elif isinstance(module, torch.nn.BatchNorm2d):
                 module.weight.copy_(1 + normal(module.weight.shape, 0.1))
                 module.bias.copy_(normal(module.bias.shape, 0.1))
@@ -139,6 +144,27 @@ def randomise_resnet_head_(head: torch.nn.Module, seed: int) -> None:
                 module.bias.copy_(normal(module.bias.shape, 0.1))
 
 
+@contextlib.contextmanager
+def torch_hub_folder(folder: Path):
+    """Point torch hub, where fm keeps and looks for RNA-FM_pretrained.pth, at `folder` for the duration."""
+    with mock.patch.object(torch.hub, "_hub_dir", str(folder)):
+        yield
+
+
+def original_structure_model(structure_path: Path, backbone_path: Path):
+    """fm's own secondary-structure model, by fm's own path: `fm.downstream.build_rnafm_resnet` finds the backbone
+    in torch hub's cache (here a temporary one holding `backbone_path`), then loads the structure file into it."""
+    import fm.downstream
+
+    with tempfile.TemporaryDirectory() as hub:
+        (Path(hub) / "checkpoints").mkdir()
+        (Path(hub) / "checkpoints" / BACKBONE_FILE_NAME).symlink_to(backbone_path.resolve())
+        with torch_hub_folder(Path(hub)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, alphabet = fm.downstream.build_rnafm_resnet(model_location=str(structure_path))
+    return model.eval(), alphabet
+
+
 def write_secondary_structure_checkpoint(
     path: Path,
     *,
@@ -146,20 +172,44 @@ def write_secondary_structure_checkpoint(
     embed_dim: int = 40,
     ffn_embed_dim: int = 64,
     heads: int = 20,
+    token_dropout: bool = True,
     seed: int = 0,
+    backbone_path: Path | None = None,
+    output_bias: float = -4.0,
 ) -> Path:
-    """A state dict of `fm.downstream.Baseline(backbone "rna-fm", head "pc-resnet_1_sym_first:r-ss")`, as
-    RNA-FM-ResNet_PDB-All.pth: `backbone.*` (with the contact regression) and `downstream_modules.<head>.*`."""
-    from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
+    """
+    A structure file written as the original training wrote RNA-FM-ResNet_PDB-All.pth: fm.downstream's `Baseline`
+    builds RNA-FM from `RNA-FM_pretrained.pth` in torch hub's cache, the ResNet head is trained on top of the frozen
+    backbone (here: given random, realistically scaled weights instead) and `torch.save(model.state_dict())`.
 
-    backbone, _, alphabet = random_fm_model("rna", layers, embed_dim, ffn_embed_dim, heads, True, True, seed)
-    predictor, _ = SS_HEAD_NAME.split(":")
-    head = PairwiseConcatWithResNet.create_module_with_name(predictor, backbone.args, alphabet)
-    randomise_resnet_head_(head, seed + 1)
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    state |= {f"downstream_modules.{SS_HEAD_NAME}.{k}": v for k, v in head.state_dict().items()}
+    The backbone file is written with fm's classes to `backbone_path` (default: `<stem>-backbone/RNA-FM_pretrained.pth`
+    beside the file, where the converter does not look), unless one exists there already. `output_bias` sets how
+    many pairs pass the threshold: -4 leaves a few percent with a tiny backbone; a full-size one needs about -1.3.
+    """
+    import fm.downstream
+
+    backbone_path = backbone_path or path.parent / f"{path.stem}-backbone" / BACKBONE_FILE_NAME
+    if not backbone_path.exists():
+        write_original_checkpoint(
+            backbone_path,
+            layers=layers,
+            embed_dim=embed_dim,
+            ffn_embed_dim=ffn_embed_dim,
+            heads=heads,
+            token_dropout=token_dropout,
+            seed=seed,
+        )
+    with tempfile.TemporaryDirectory() as hub:
+        (Path(hub) / "checkpoints").mkdir()
+        (Path(hub) / "checkpoints" / BACKBONE_FILE_NAME).symlink_to(backbone_path.resolve())
+        with torch_hub_folder(Path(hub)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = fm.downstream.Baseline(
+                backbone_name="rna-fm", pairwise_predictor_name=SS_HEAD_NAME, backbone_frozen=1
+            )
+    randomise_resnet_head_(model.downstream_modules[SS_HEAD_NAME], seed + 1, output_bias)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    torch.save(model.state_dict(), path)
     return path
 
 

@@ -144,19 +144,19 @@ def test_damaged_secondary_structure_head_is_refused(tmp_path, capsys):
     state = torch.load(path, weights_only=True)
     del state[f"downstream_modules.{SS_HEAD_NAME}.proj.resnet.7.conv1.weight"]
     torch.save(state, path)
-    assert convert(path, "-o", tmp_path / "out") == 2
+    assert convert(path, "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "secondary-structure head" in err and "proj.resnet.7.conv1.weight" in err
     renamed = {k.replace(SS_HEAD_NAME, "pc-resnet_2_asym_first:r-ss"): v for k, v in state.items()}
     torch.save(renamed, path)
-    assert convert(path, "-o", tmp_path / "out") == 2
+    assert convert(path, "-o", tmp_path / "out") == 1
     assert "pc-resnet_2_asym_first:r-ss" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_bare_state_dict_needs_and_takes_the_head_count(tmp_path, capsys):
     path = write_original_checkpoint(tmp_path / "bare.pth", prefix="bare", token_dropout=True)
-    assert convert(path, "-o", tmp_path / "a") == 2
+    assert convert(path, "-o", tmp_path / "a") == 1
     assert "pass num_attention_heads" in capsys.readouterr().err
     assert convert(path, "-o", tmp_path / "b", "--num-attention-heads", "4", "--token-dropout") == 0
     assert "PASS" in capsys.readouterr().err
@@ -168,11 +168,11 @@ def test_kind_overrides_detection(tmp_path, capsys):
     rna = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
     assert convert(structure, "--kind", "rna-fm", "-o", tmp_path / "backbone", "--no-verify") == 0
     assert "Found rna-fm:" in capsys.readouterr().err
-    assert convert(rna, "--kind", "mrna-fm", "-o", tmp_path / "wrong") == 2
+    assert convert(rna, "--kind", "mrna-fm", "-o", tmp_path / "wrong") == 1
     assert "kind 'mrna-fm' was requested, but the checkpoint's token embedding has 25 rows" in (
         capsys.readouterr().err
     )
-    assert convert(rna, "--kind", "rna-fm-ss", "-o", tmp_path / "wrong") == 2
+    assert convert(rna, "--kind", "rna-fm-ss", "-o", tmp_path / "wrong") == 1
     assert "no secondary-structure head" in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()
 
@@ -227,7 +227,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, capsys):
     _WritesMarker.marker = tmp_path / "marker"
     path = tmp_path / "RNA-FM_pretrained.pth"
     torch.save({"args": _WritesMarker(), "model": {"embed_tokens.weight": torch.zeros(25, 8)}}, path)
-    assert convert(path, "-o", tmp_path / "out") == 2
+    assert convert(path, "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "Refused to load" in err and "Nothing from it was executed" in err
     assert not _WritesMarker.marker.exists()
@@ -238,19 +238,19 @@ def test_wrong_files_fail_clearly_without_output(tmp_path, capsys):
     truncated = tmp_path / "truncated.pth"
     data = write_original_checkpoint(tmp_path / "RNA-FM_ok.pth").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    assert convert(truncated, "-o", tmp_path / "out") == 2
+    assert convert(truncated, "-o", tmp_path / "out") == 1
     assert "may be truncated" in capsys.readouterr().err
 
     stranger = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.bias": torch.zeros(10)}, stranger)
-    assert convert(stranger, "-o", tmp_path / "out") == 2
+    assert convert(stranger, "-o", tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "does not match the RNA-FM architecture" in err
     assert "Missing keys (204): ['emb_layer_norm_after.bias', 'emb_layer_norm_after.weight'," in err
     assert "'embed_tokens.weight'" in err and "and 184 more" in err
     assert "Unexpected keys (2): ['conv1.weight', 'fc.bias']" in err
 
-    assert convert(tmp_path / "absent.pth", "-o", tmp_path / "out") == 2
+    assert convert(tmp_path / "absent.pth", "-o", tmp_path / "out") == 1
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and no_partial_output(tmp_path)
 
@@ -258,7 +258,7 @@ def test_wrong_files_fail_clearly_without_output(tmp_path, capsys):
 def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp_path, monkeypatch, capsys):
     path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth")
     assert convert(path, "-o", tmp_path / "out", "--no-verify") == 0
-    assert convert(path, "-o", tmp_path / "out", "--no-verify") == 2
+    assert convert(path, "-o", tmp_path / "out", "--no-verify") == 1
     assert "already exists and is not empty" in capsys.readouterr().err
     (tmp_path / "out" / "stale.txt").write_text("from an earlier run")
     assert convert(path, "-o", tmp_path / "out", "--no-verify", "--overwrite") == 0
@@ -276,12 +276,12 @@ def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp
         "..": "is the working folder or above it",
     }
     for output, message in refusals.items():
-        assert convert(path, "-o", output, "--no-verify", "--overwrite") == 2
+        assert convert(path, "-o", output, "--no-verify", "--overwrite") == 1
         assert message in capsys.readouterr().err
     (tmp_path / "sub").mkdir()
     inner = write_original_checkpoint(tmp_path / "sub" / "RNA-FM_y.pth")
     (tmp_path / "sub" / "config.json").write_text("{}")
-    assert convert(inner, "-o", "sub", "--no-verify", "--overwrite") == 2
+    assert convert(inner, "-o", "sub", "--no-verify", "--overwrite") == 1
     assert "holds the checkpoint" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").exists() and (tmp_path / "afile").exists() and inner.exists()
 
@@ -291,7 +291,7 @@ def test_failure_removes_the_folders_it_created(tmp_path, capsys):
     (tmp_path / "empty.fasta").write_text("")
     assert (
         convert(path, "-o", tmp_path / "new" / "deeper" / "out", "--verify-fasta", tmp_path / "empty.fasta")
-        == 2
+        == 1
     )
     assert "holds no records" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
@@ -303,16 +303,16 @@ def test_without_fm_the_folder_is_written_unverified_and_says_so(tmp_path, monke
     assert convert(path, "-o", tmp_path / "out") == 0
     assert "Not verified: the original `fm` package was not installed" in capsys.readouterr().err
     assert "Not measured when this folder was written" in (tmp_path / "out" / "README.md").read_text()
-    assert convert(path, "-o", tmp_path / "again", "--verify") == 2
+    assert convert(path, "-o", tmp_path / "again", "--verify") == 1
     assert "Verification was requested but `fm` is not installed" in capsys.readouterr().err
 
 
 def test_contradictory_and_pointless_options_are_refused(tmp_path, capsys):
     path = write_original_checkpoint(tmp_path / "RNA-FM_x.pth", token_dropout=True)
-    assert convert(path, "-o", tmp_path / "out", "--no-token-dropout") == 2
+    assert convert(path, "-o", tmp_path / "out", "--no-token-dropout") == 1
     assert "token_dropout=False (the file says True)" in capsys.readouterr().err
     (tmp_path / "v.fasta").write_text(SHORT_FASTA)
-    assert convert(path, "-o", tmp_path / "out", "--no-verify", "--verify-fasta", tmp_path / "v.fasta") == 2
+    assert convert(path, "-o", tmp_path / "out", "--no-verify", "--verify-fasta", tmp_path / "v.fasta") == 1
     assert "--no-verify skips verification" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -326,10 +326,10 @@ def test_codon_verification_says_when_it_trims(tmp_path, capsys):
 
 def test_odd_files_get_clear_messages(tmp_path, capsys):
     torch.save([torch.zeros(2)], tmp_path / "list.pth")
-    assert convert(tmp_path / "list.pth", "-o", tmp_path / "out") == 2
+    assert convert(tmp_path / "list.pth", "-o", tmp_path / "out") == 1
     assert "the file holds a list" in capsys.readouterr().err
     torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "stranger.pth")
-    assert convert(tmp_path / "stranger.pth", "--kind", "rna-fm", "-o", tmp_path / "out") == 2
+    assert convert(tmp_path / "stranger.pth", "--kind", "rna-fm", "-o", tmp_path / "out") == 1
     assert "Unexpected keys (1): ['conv.weight']" in capsys.readouterr().err
     raw = torch.load(write_secondary_structure_checkpoint(tmp_path / "ss.pth"), weights_only=True)
     torch.save({k: v for k, v in raw.items() if k.startswith("backbone.")}, tmp_path / "backbone.pth")
@@ -439,7 +439,7 @@ def test_hf_path_is_resolved_from_the_offline_cache_by_the_console_command(tmp_p
         ["rnafm-hf", "convert", "hf://cuhkaih/rnafm/absent.pth"], cwd=tmp_path, env=env, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
-    assert missing.returncode == 2 and "Could not get hf://cuhkaih/rnafm/absent.pth" in missing.stderr
+    assert missing.returncode == 1 and "Could not get hf://cuhkaih/rnafm/absent.pth" in missing.stderr
 
 
 def test_hf_path_revision_and_form(tmp_path, monkeypatch):

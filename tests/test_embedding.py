@@ -376,7 +376,7 @@ def test_clear_errors_for_inputs_that_are_not_sequences(tmp_path, short_model, c
         list(embed("ACGUACGU", short_model, tokenizer=RnaFmTokenizer(), **quiet()))
     broken = tmp_path / "broken.fasta"
     broken.write_text("ACGU\n>x\nAC\n")
-    assert main(["embed", str(broken), "--model", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert main(["embed", str(broken), "--model", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
     assert "line 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Layer 5 does not exist"):
         list(embed(["ACGU"], short_model, tokenizer=RnaFmTokenizer(), layers=[5], **quiet()))

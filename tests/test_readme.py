@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA
-from original_checkpoints import put_in_hub_cache, write_original_checkpoint
+from original_checkpoints import (
+    put_in_hub_cache,
+    write_original_checkpoint,
+    write_secondary_structure_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -80,16 +84,21 @@ def test_conversion_commands_run(tmp_path):
         tmp_path / "file_mRNA-FM_pretrained.pth", theme="rna-3mer", emb_layer_norm_before=False
     )
     put_in_hub_cache(tmp_path / "hub-cache", "cuhkaih/rnafm", "RNA-FM_pretrained.pth", rna)
+    write_secondary_structure_checkpoint(
+        tmp_path / "RNA-FM-ResNet_PDB-All.pth", embed_dim=32, heads=4, backbone_path=rna
+    )
+    files = ("RNA-FM_pretrained.pth", "file_mRNA-FM_pretrained.pth", "RNA-FM-ResNet_PDB-All.pth")
     # The hf:// line writes ./rna-fm again, after the first line did: run the lines each in a fresh folder.
     for index, line in enumerate(block.strip().splitlines()):
         folder = tmp_path / f"line{index}"
         folder.mkdir()
-        for name in ("RNA-FM_pretrained.pth", "file_mRNA-FM_pretrained.pth"):
+        for name in files:
             os.link(tmp_path / name, folder / name)
         (folder / "hub-cache").symlink_to(tmp_path / "hub-cache")
         run_shell_block(line, folder)
         assert any(
-            (folder / name / "model.safetensors").exists() for name in ("rna-fm", "mrna-fm", "rna-fm-copy")
+            (folder / name / "model.safetensors").exists()
+            for name in ("rna-fm", "mrna-fm", "rna-fm-copy", "rna-fm-ss")
         )
 
 

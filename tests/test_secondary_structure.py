@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import fm
 import numpy as np
 import pytest
 import torch
 from conftest import DATA, read_fasta
-from fm.downstream.pairwise_predictor import PairwiseConcatWithResNet
-from original_checkpoints import SS_HEAD_NAME, write_secondary_structure_checkpoint
+from original_checkpoints import SS_HEAD_NAME, original_structure_model, write_secondary_structure_checkpoint
 from transformers import AutoTokenizer, Trainer, TrainingArguments, pipeline
 
 import rnafm_hf
@@ -45,45 +42,40 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder(checkpoint):
-    return convert_checkpoint(checkpoint, checkpoint.parent / "rna-fm-ss", verify=False).output_dir
+def backbone(checkpoint):
+    """The RNA-FM file the structure file was trained on (written beside it, where the converter does not look)."""
+    return checkpoint.parent / f"{checkpoint.stem}-backbone" / "RNA-FM_pretrained.pth"
 
 
-def original_predictor(path):
-    """fm's backbone and `PairwiseConcatWithResNet`, built directly from the file's tensors."""
-    state = torch.load(path, weights_only=True)
-    alphabet = fm.Alphabet.from_architecture("roberta_large", "rna")
-    args = argparse.Namespace(
-        layers=2, embed_dim=40, ffn_embed_dim=64, attention_heads=20, max_positions=1024, token_dropout=True,
-        emb_layer_norm_before=True, dropout=0.1, attention_dropout=0.1, arch="roberta_large",
-    )  # fmt: skip
-    backbone = fm.BioBertModel(args, alphabet)
-    backbone.load_state_dict(
-        {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    )
-    head = PairwiseConcatWithResNet.create_module_with_name(SS_HEAD_NAME.split(":")[0], args, alphabet)
-    prefix = f"downstream_modules.{SS_HEAD_NAME}."
-    head.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
-    return backbone.eval(), head.eval(), alphabet
+@pytest.fixture(scope="module")
+def folder(checkpoint, backbone):
+    return convert_checkpoint(
+        checkpoint, checkpoint.parent / "rna-fm-ss", backbone=backbone, verify=False
+    ).output_dir
 
 
-def original_probabilities(backbone, head, alphabet, name: str, sequence: str) -> torch.Tensor:
+def original_probabilities(original, alphabet, name: str, sequence: str) -> torch.Tensor:
+    """fm's Baseline on one sequence: backbone, then the ResNet head on the last layer (its own forward needs 12
+    layers; the tiny backbone has 2), as `Baseline.forward` does."""
     _, _, ids = alphabet.get_batch_converter()([(name, sequence)])
+    backbone = original.backbone
     with torch.no_grad():
-        embedding = backbone(ids, repr_layers=[2], need_head_weights=True)["representations"][2]
+        layer = backbone.num_layers
+        embedding = backbone(ids, repr_layers=[layer], need_head_weights=True)["representations"][layer]
+        head = original.downstream_modules[SS_HEAD_NAME]
         return torch.sigmoid(head(ids, {"embedding": embedding}).float())[0]
 
 
-def test_converted_folder_reproduces_the_original_head(checkpoint, folder):
+def test_converted_folder_reproduces_the_original_head(checkpoint, backbone, folder):
     sequences = records("example.fasta") + records("RF00005.fasta", 3)
-    backbone, head, alphabet = original_predictor(checkpoint)
+    original, alphabet = original_structure_model(checkpoint, backbone)
     model = rnafm_hf.AutoModelForContactPrediction.from_pretrained(folder, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     batch = tokenizer([s for _, s in sequences], padding=True, return_tensors="pt")
     with torch.no_grad():
         batched = torch.sigmoid(model(**batch).logits)
     for row, (name, sequence) in enumerate(sequences):
-        expected = original_probabilities(backbone, head, alphabet, name, sequence)
+        expected = original_probabilities(original, alphabet, name, sequence)
         with torch.no_grad():
             logits = model(**tokenizer(sequence, return_tensors="pt")).logits[0]
         assert torch.equal(logits, logits.T)  # mirrored exactly (the sigmoid's vector kernel may not be)
@@ -269,7 +261,7 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
         "_hairpin.ct", "_hairpin.dbn", "summary.tsv", "with_N.ct", "with_N.dbn",
     ]  # fmt: skip
     # A non-empty output folder is not written into without --overwrite; with it, the earlier run's files go.
-    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out)]) == 2
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (
         main(
@@ -281,12 +273,12 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
     assert "\ntoo/long|id\t\t1200\t" in (out / "summary.tsv").read_text()  # a skipped row names no file
     (out / "mine.txt").write_text("keep")
     (out / "summary.tsv").unlink()
-    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--overwrite"]) == 2
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--overwrite"]) == 1
     assert "not written by rnafm-hf fold" in capsys.readouterr().err and (out / "mine.txt").exists()
-    assert main(["fold", str(fasta), "-o", str(tmp_path / "y")]) == 2
+    assert main(["fold", str(fasta), "-o", str(tmp_path / "y")]) == 1
     assert "No model folder 'rna-fm-ss': convert RNA-FM-ResNet_PDB-All.pth first" in capsys.readouterr().err
     assert (
-        main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 2
+        main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 1
     )
     assert "choose from ct,bpseq,dbn,npy" in capsys.readouterr().err
 
@@ -295,7 +287,7 @@ def test_fold_plot_without_matplotlib_says_how_to_install(folder, tmp_path, monk
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     fasta = tmp_path / "one.fasta"
     fasta.write_text(">a\nGGGGAAACCCC\n")
-    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "out"), "--plot"]) == 2
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "out"), "--plot"]) == 1
     assert "pip install 'rnafm-hf[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

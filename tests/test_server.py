@@ -320,14 +320,14 @@ def test_serve_without_gradio_says_how_to_install(rna_folder, monkeypatch, capsy
 
     monkeypatch.setitem(sys.modules, "gradio", None)
     monkeypatch.delitem(sys.modules, "rnafm_hf.webapp", raising=False)
-    assert main(["serve", "--model", str(rna_folder)]) == 2
+    assert main(["serve", "--model", str(rna_folder)]) == 1
     assert "pip install 'rnafm-hf[serve]'" in capsys.readouterr().err
 
 
 def test_serve_names_a_missing_structure_folder(rna_folder, tmp_path, capsys):
     from rnafm_hf.cli import main
 
-    assert main(["serve", "--model", str(rna_folder), "--ss-model", str(tmp_path / "rna-fm-ss")]) == 2
+    assert main(["serve", "--model", str(rna_folder), "--ss-model", str(tmp_path / "rna-fm-ss")]) == 1
     error = capsys.readouterr().err
     assert f"No model folder '{tmp_path / 'rna-fm-ss'}': convert RNA-FM-ResNet_PDB-All.pth first" in error
 

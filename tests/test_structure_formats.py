@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -28,13 +30,18 @@ def symmetric(values: np.ndarray) -> np.ndarray:
     return upper + upper.T
 
 
-def original_rule(probabilities, sequence, threshold=DEFAULT_THRESHOLD, allow_noncanonical=True):
+def original_rule(
+    probabilities, sequence, threshold=DEFAULT_THRESHOLD, allow_noncanonical=True, tie_order=None, raw=False
+):
     """The rule of the original prediction script as the reference describes it: the whole map (both triangles)
     thresholded with the diagonal zeroed, candidates by descending probability, |i-j| <= 1 skipped, a pair kept
-    when its row is unused and its column is unused, otherwise a multiplet."""
+    when its row is unused and its column is unused, otherwise a multiplet. The script's numpy sort is unstable:
+    `tie_order` (a permutation of the candidates, row-major) stands for the order it happens to give equal
+    probabilities; `raw` returns the kept (row, column) entries as they are."""
     values = probabilities * (1 - np.eye(len(sequence)))
     candidates = np.argwhere(values > threshold)
-    order = sorted(range(len(candidates)), key=lambda k: -values[tuple(candidates[k])])
+    rank = range(len(candidates)) if tie_order is None else tie_order
+    order = sorted(rank, key=lambda k: -values[tuple(candidates[k])])
     used_rows, used_columns, kept, multiplets = set(), set(), [], []
     for k in order:
         x, y = (int(v) for v in candidates[k])
@@ -48,6 +55,8 @@ def original_rule(probabilities, sequence, threshold=DEFAULT_THRESHOLD, allow_no
         kept.append((x, y))
         used_rows.add(x)
         used_columns.add(y)
+    if raw:
+        return kept
     return {tuple(sorted(p)) for p in kept}, {tuple(sorted(p)) for p in multiplets}
 
 
@@ -102,6 +111,27 @@ def test_equal_probabilities_are_visited_in_order_of_position():
     p[1, 6] = p[6, 1] = p[1, 7] = p[7, 1] = p[0, 6] = p[6, 0] = 0.8
     folded = fold_probabilities(p, "GGAAAACC")
     assert folded.structure.pairs == ((0, 6), (1, 7)) and folded.multiplets == [(1, 6)]
+
+
+def test_saturated_ties_give_one_deterministic_valid_structure():
+    """float32's sigmoid gives exactly 1.0 above a logit of about 17, so trained heads' maps are full of ties."""
+    logits = np.full((7, 7), -30.0, dtype=np.float32)
+    for i, j in [(0, 5), (0, 6), (1, 6), (1, 5)]:
+        logits[i, j] = logits[j, i] = 20.0 + i + j  # different logits, the same probability
+    probabilities = 1 / (1 + np.exp(-logits.astype(np.float32)))
+    assert set(probabilities[logits > 0].tolist()) == {1.0}
+    folded = fold_probabilities(probabilities, "GGAAACC")
+    # By position: (0, 5) first, (0, 6) and (1, 5) meet a paired base, (1, 6) is free.
+    assert folded.structure.pairs == ((0, 5), (1, 6)) and folded.multiplets == [(0, 6), (1, 5)]
+    assert fold_probabilities(probabilities.T.copy(), "GGAAACC") == folded  # the same from either triangle
+    # The original's result depends on the order its unstable sort gives the ties, and it can keep a base twice.
+    candidates = len(np.argwhere(probabilities * (1 - np.eye(7)) > DEFAULT_THRESHOLD))
+    outcomes = set()
+    for tie_order in itertools.islice(itertools.permutations(range(candidates)), 0, None, 97):
+        kept = original_rule(probabilities.astype(np.float64), "GGAAACC", tie_order=tie_order, raw=True)
+        bases = [base for pair in {tuple(sorted(p)) for p in kept} for base in pair]
+        outcomes.add((frozenset(tuple(sorted(p)) for p in kept), len(bases) != len(set(bases))))
+    assert len(outcomes) > 1 and any(twice for _, twice in outcomes)
 
 
 @pytest.mark.parametrize("seed", range(6))
