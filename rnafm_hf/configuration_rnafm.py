@@ -158,6 +158,9 @@ class RnaFmConfig(PreTrainedConfig):
         ss_head_dropout: dropout inside each residual block (training only).
         ss_threshold: pairing probability above which a pair becomes a candidate when a structure is read off
             the map; 0.33993712 is the value the original prediction script uses for the PDB-All head.
+        conversion_sources: where `rnafm-hf convert` took the settings an original file may not store
+            (`token_dropout`, `num_attention_heads`, `ss_threshold`), in words; a value no file gave starts with
+            "ASSUMED". None for models not converted from an original file.
         classifier_pooling: how [`RnaFmForSequenceClassification`] summarises a sequence: `"mean"` averages the
             last-layer rows of the nucleotides (or codons) only, leaving out `<cls>`, `<eos>` and padding;
             `"cls"` takes the `<cls>` row. RNA-FM was pretrained with masked-LM only, so `<cls>` was never
@@ -200,6 +203,7 @@ class RnaFmConfig(PreTrainedConfig):
     ss_head_blocks: int = 32
     ss_head_dropout: float = 0.3
     ss_threshold: float = 0.33993712
+    conversion_sources: dict[str, str] | None = None
     classifier_pooling: str = "mean"
     classifier_dropout: float | None = None
     pad_token_id: int | None = 1

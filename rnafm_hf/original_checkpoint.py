@@ -32,6 +32,11 @@ from .structure_backbone import BackboneSettings, backbone_settings, check_backb
 
 PADDING_IDX = 1
 KINDS = ("rna-fm", "mrna-fm", "rna-fm-ss")
+# What fm's BioBertModel reads from the training arguments (fairseq's `encoder_` prefix removed).
+FM_REQUIRED_ARGS = ("arch", "layers", "embed_dim", "ffn_embed_dim", "attention_heads", "max_positions")
+FAIRSEQ_NAMES = {
+    name: f"encoder_{name}" for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads")
+}
 BACKBONE_PREFIX = "backbone."
 HEAD_PREFIX = "downstream_modules."
 # Original (prefix-stripped) key -> our key in the RnaFmForMaskedLM / RnaFmForContactPrediction namespace.
@@ -146,7 +151,12 @@ def _split_checkpoint(
         )
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         args = checkpoint.get("args")
-        args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+        if args is not None and not isinstance(args, argparse.Namespace):
+            raise CheckpointError(
+                f"The checkpoint's training arguments are a {type(args).__name__}, not the argparse.Namespace "
+                "fairseq writes; the original loader cannot read this file (it reads args.arch)."
+            )
+        args = vars(args) if args is not None else {}
         # fairseq names: encoder_layers -> layers, encoder_embed_dim -> embed_dim, ...
         args = {("".join(k.split("encoder_")[1:]) if "encoder_" in k else k): v for k, v in args.items()}
         return args or None, checkpoint["model"]
@@ -191,7 +201,14 @@ def _config_from(
         if key in overrides:
             sources.setdefault(key, "given")
     if args is not None:
-        if args.get("arch", "roberta_large") != "roberta_large":
+        if lacking := [name for name in FM_REQUIRED_ARGS if name not in args]:
+            raise CheckpointError(
+                "The checkpoint's training arguments lack "
+                + ", ".join(FAIRSEQ_NAMES.get(name, name) for name in lacking)
+                + ", which the original loader needs to build the model; the file is damaged or not an RNA-FM "
+                "checkpoint."
+            )
+        if args["arch"] != "roberta_large":
             raise CheckpointError(
                 f"Unknown architecture {args['arch']!r}: the original loader only reads 'roberta_large'."
             )
@@ -251,10 +268,23 @@ def _config_from(
             "ASSUMED: the file is a bare state dict without training arguments; fm's default token_dropout=False "
             "(fm reads getattr(args, 'token_dropout', False)) was used",
         )
+        regression = state.get(CONTACT_REGRESSION_KEYS[0])
+        maps = regression.shape[-1] if regression is not None and regression.ndim == 2 else 0
+        if (
+            "num_attention_heads" not in overrides
+            and maps
+            and values["num_hidden_layers"]
+            and not maps % values["num_hidden_layers"]
+        ):
+            values["num_attention_heads"] = maps // values["num_hidden_layers"]
+            sources["num_attention_heads"] = (
+                f"the width of the contact regression in the file ({maps} attention maps over "
+                f"{values['num_hidden_layers']} layers)"
+            )
         sources.setdefault(
             "num_attention_heads",
-            f"ASSUMED: the file is a bare state dict, which does not store the head count; "
-            f"{values['num_attention_heads']} (all released models) was used",
+            f"ASSUMED: the file is a bare state dict, which does not store the head count (nor holds a contact "
+            f"regression to read it from); {values['num_attention_heads']} (all released models) was used",
         )
     values.update(overrides)
     if (
@@ -420,7 +450,7 @@ def read_original(
         expected = expected_original_keys(RnaFmConfig(num_hidden_layers=max(layer_ids, default=11) + 1))
         raise _mismatch(expected - set(state), set(state) - expected - set(CONTACT_REGRESSION_KEYS), "RNA-FM")
     kind = kind or detected
-    if backbone is not None and kind != "rna-fm-ss":
+    if backbone is not None and not head_state:
         raise CheckpointError(
             f"A backbone was given, but the file is {kind}, not a secondary-structure file; backbones are for "
             "secondary-structure files only (their own file does not store the backbone's settings)."
@@ -428,10 +458,11 @@ def read_original(
     head_name, head_values, head_tensors = None, {}, {}
     sources: dict[str, str] = {}
     settings = None
-    if kind == "rna-fm-ss":
-        head_name, head_values, head_tensors = _read_ss_head(head_state)
+    if head_state:  # a structure file, whole or (kind "rna-fm") its backbone only: read on its backbone
         settings = backbone_settings(path, backbone)
         config_overrides = _structure_overrides(settings, config_overrides, sources)
+    if kind == "rna-fm-ss":
+        head_name, head_values, head_tensors = _read_ss_head(head_state)
         if "ss_threshold" in config_overrides:
             sources["ss_threshold"] = "given"
         else:
@@ -487,6 +518,7 @@ def read_original(
             f"--kind {kind}: the secondary-structure head ({len(head_state)} tensors under {HEAD_PREFIX}) was left "
             "out; only the backbone was read."
         )
+    config.conversion_sources = dict(sources) or None
     return OriginalCheckpoint(
         notes=notes,
         kind=kind,
@@ -502,20 +534,20 @@ def read_original(
 def _structure_overrides(
     settings: BackboneSettings, overrides: dict[str, Any], sources: dict[str, str]
 ) -> dict[str, Any]:
-    """The config overrides for a structure file: the backbone's two training settings, unless a setting the
-    backbone does not decide (no backbone found) is given explicitly."""
+    """The config overrides for a structure file: the backbone's training settings. Without a backbone, a setting
+    given explicitly is used, and the head count is left to the file (its contact regression has one weight per
+    layer and head)."""
     overrides = dict(overrides)
-    for key in ("token_dropout", "num_attention_heads"):
-        from_backbone = getattr(settings, key)
+    for key, from_backbone in settings.values.items():
         if key not in overrides:
-            overrides[key], sources[key] = from_backbone, settings.source
+            overrides[key], sources[key] = from_backbone, settings.sources[key]
         elif settings.found and overrides[key] != from_backbone:
             raise CheckpointError(
                 f"{key}={overrides[key]!r} was given, but the backbone says {from_backbone!r} "
-                f"({settings.source}); leave it out."
+                f"({settings.sources[key]}); leave it out."
             )
         else:
-            sources[key] = settings.source if settings.found else "given"
+            sources[key] = settings.sources[key] if settings.found else "given"
     return overrides
 
 

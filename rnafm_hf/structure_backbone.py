@@ -11,35 +11,43 @@ from the backbone file (or a converted RNA-FM folder), and the backbone weights 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .configuration_rnafm import RnaFmConfig
-
 BACKBONE_FILE_NAME = "RNA-FM_pretrained.pth"
-# fm reads `getattr(args, "token_dropout", False)`; the released files store the head count (20) in their args.
+# fm reads `getattr(args, "token_dropout", False)`.
 FM_DEFAULT_TOKEN_DROPOUT = False
-RELEASED_HEAD_COUNT = 20
 # Each released structure head's threshold in the original prediction configs (ml4bio/RNA-FM
 # redevelop/pretrained/ss_prediction.yml and experiments/ss_prediction_{bpRNA,PDB-TR1}.yml); the configs'
 # default (redevelop/config/defaults.py, MODEL.THRESHOLD) for any other head.
 HEAD_THRESHOLDS = {"PDB-All": 0.33993712, "bpRNA": 0.47729617, "PDB-TR1": 0.07595872}
+HEAD_CONFIGS = {
+    "PDB-All": "redevelop/pretrained/ss_prediction.yml",
+    "bpRNA": "redevelop/pretrained/experiments/ss_prediction_bpRNA.yml",
+    "PDB-TR1": "redevelop/pretrained/experiments/ss_prediction_PDB-TR1.yml",
+}
 DEFAULT_HEAD_THRESHOLD = 0.5
+
+
+SETTINGS = ("token_dropout", "num_attention_heads")
 
 
 @dataclass
 class BackboneSettings:
-    """The settings the structure file's backbone runs with, and where they come from."""
+    """The settings the structure file's backbone runs with, and where each comes from."""
 
-    token_dropout: bool
-    num_attention_heads: int
-    source: str
-    """In words, for the log and the model card: the file or folder they were read from, or why none was."""
+    values: dict[str, Any]
+    """`token_dropout` and `num_attention_heads` as the backbone gives them (only `token_dropout` when no backbone
+    was found: the structure file's own contact regression then gives the head count)."""
+    sources: dict[str, str]
+    """Where each value comes from, in words, for the log and the model card; "ASSUMED: ..." when no file said."""
     location: str | None = None
     """The backbone file or folder as given, when one was read."""
     path: Path | None = None
@@ -50,25 +58,6 @@ class BackboneSettings:
     @property
     def found(self) -> bool:
         return self.location is not None
-
-    @classmethod
-    def read_from(
-        cls,
-        config: RnaFmConfig,
-        source: str,
-        location: str | os.PathLike,
-        state_dict: Mapping[str, torch.Tensor],
-        path: Path | None = None,
-    ) -> BackboneSettings:
-        """The settings a backbone's config gives."""
-        return cls(
-            token_dropout=config.token_dropout,
-            num_attention_heads=config.num_attention_heads,
-            source=source,
-            location=str(location),
-            path=path,
-            state_dict=state_dict,
-        )
 
 
 def backbone_candidates(structure_path: str | os.PathLike | None) -> list[Path]:
@@ -87,7 +76,8 @@ def find_backbone(structure_path: str | os.PathLike | None) -> Path | None:
 def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSettings:
     """
     Settings and weights of a backbone: an original RNA-FM `.pth` with training arguments (local or
-    `hf://OWNER/REPO/FILE`), or a converted RNA-FM folder (its `config.json` and weights).
+    `hf://OWNER/REPO/FILE`), or a converted RNA-FM folder (its `config.json`, which records where the converter
+    took each setting, and its weights).
     """
     from .hub import resolve_checkpoint
     from .original_checkpoint import CheckpointError, read_original
@@ -101,8 +91,15 @@ def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSe
             f"The backbone {location} is a bare state dict without training arguments, so it cannot tell the "
             f"settings either; pass the original {BACKBONE_FILE_NAME} (it stores them) or a converted rna-fm folder."
         )
-    source = f"the training arguments of the backbone file {path.name} ({how})"
-    return BackboneSettings.read_from(original.config, source, location, original.state_dict, path)
+    where = f"the backbone file {path.name} ({how}, sha256 {_sha256(path)[:16]}...)"
+    sources = {
+        name: f"the training arguments of {where}"
+        if original.sources[name].startswith("the file's")
+        else f"fm's default: the training arguments of {where} lack it"
+        for name in SETTINGS
+    }
+    values = {name: getattr(original.config, name) for name in SETTINGS}
+    return BackboneSettings(values, sources, str(location), path, original.state_dict)
 
 
 def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:
@@ -115,11 +112,34 @@ def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:
             f"The backbone {folder} is a folder without config.json; give the original {BACKBONE_FILE_NAME} or "
             "a folder written by `rnafm-hf convert`."
         )
-    model = load_model(folder, RnaFmForMaskedLM, dtype=torch.float32)
+    model = load_model(folder, RnaFmForMaskedLM, dtype="auto")  # as stored: compared in its own precision
     if model.config.k_mer != 1:
         raise CheckpointError(f"The backbone {folder} is mRNA-FM; structure heads sit on RNA-FM.")
-    source = f"the config.json of the converted backbone folder {folder.name} ({how})"
-    return BackboneSettings.read_from(model.config, source, folder, model.state_dict())
+    recorded = model.config.conversion_sources or {}
+    sources = {}
+    for name in SETTINGS:
+        earlier = recorded.get(name)
+        if earlier is None:
+            sources[name] = (
+                f"the config.json of the converted backbone folder {folder.name} ({how}; it records no source)"
+            )
+        elif earlier.startswith("ASSUMED"):
+            sources[name] = (
+                f"ASSUMED: the backbone folder {folder.name} ({how}) was itself converted with this setting "
+                f"assumed ({earlier.removeprefix('ASSUMED: ')})"
+            )
+        else:
+            sources[name] = f"{earlier}, as recorded by the backbone folder {folder.name} ({how})"
+    values = {name: getattr(model.config, name) for name in SETTINGS}
+    return BackboneSettings(values, sources, str(folder), None, model.state_dict())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def backbone_settings(
@@ -127,8 +147,9 @@ def backbone_settings(
 ) -> BackboneSettings:
     """
     The backbone settings for a structure file: from `backbone` when given, else from `RNA-FM_pretrained.pth`
-    found next to the file or in torch hub's cache, else fm's own defaults (`token_dropout` off, as
-    `getattr(args, "token_dropout", False)`; 20 heads, as all released models), marked as assumed.
+    found next to the file or in torch hub's cache, else fm's own default (`token_dropout` off, as
+    `getattr(args, "token_dropout", False)`), marked as assumed; the head count then comes from the structure
+    file's contact regression.
     """
     if backbone is not None:
         return read_backbone(backbone)
@@ -141,16 +162,12 @@ def backbone_settings(
         )
         return read_backbone(found, how=where)
     searched = ", ".join(str(path) for path in backbone_candidates(structure_path))
-    return BackboneSettings(
-        token_dropout=FM_DEFAULT_TOKEN_DROPOUT,
-        num_attention_heads=RELEASED_HEAD_COUNT,
-        source=(
-            f"ASSUMED: no backbone was given and no {BACKBONE_FILE_NAME} was found ({searched}); fm's default "
-            f"(token_dropout {'on' if FM_DEFAULT_TOKEN_DROPOUT else 'off'}: fm reads getattr(args, 'token_dropout', "
-            f"False)) and the released models' {RELEASED_HEAD_COUNT} heads were used. If the backbone's arguments say "
-            f"otherwise, every structure differs: convert again with --backbone {BACKBONE_FILE_NAME}"
-        ),
+    source = (
+        f"ASSUMED: no backbone was given and no {BACKBONE_FILE_NAME} was found ({searched}); fm's default was used "
+        "(fm reads getattr(args, 'token_dropout', False)). If the backbone's arguments say otherwise, every "
+        f"structure differs: convert again with --backbone {BACKBONE_FILE_NAME}"
     )
+    return BackboneSettings({"token_dropout": FM_DEFAULT_TOKEN_DROPOUT}, {"token_dropout": source})
 
 
 def check_backbone_weights(structure_state: Mapping[str, torch.Tensor], settings: BackboneSettings) -> None:
@@ -200,8 +217,8 @@ def head_threshold(structure_path: str | os.PathLike | None) -> tuple[float, str
     if len(matches) == 1:
         head = matches[0]
         return HEAD_THRESHOLDS[head], (
-            f"the original prediction config of the {head} head (ml4bio/RNA-FM redevelop/pretrained), "
-            f"recognised from the file name {name}"
+            f"the original prediction config of the {head} head (ml4bio/RNA-FM {HEAD_CONFIGS[head]}, "
+            f"MODEL.THRESHOLD), recognised from the file name {name}"
         )
     return DEFAULT_HEAD_THRESHOLD, (
         f"ASSUMED: the original prediction configs' default ({DEFAULT_HEAD_THRESHOLD}); the file name "

@@ -285,17 +285,25 @@ def verify_folder(
         folder, dtype=torch.float32, attn_implementation="eager"
     ).eval()
     structure = None
+    try:
+        if original.kind == "rna-fm-ss":
+            original_model = original_fm_structure_model(checkpoint_path, original)
+            reference, alphabet = original_model.backbone, original_model.backbone_alphabet
+        else:
+            reference, alphabet = original_fm_model(checkpoint_path, original)
+    except Exception as error:  # fm's own loader refusing the file is a finding, not a crash
+        raise ParityError(
+            f"The original fm code could not build a model from {checkpoint_path}: {type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}. The file is not one fm loads; no "
+            "folder was written."
+        ) from error
     if original.kind == "rna-fm-ss":
         from .auto import AutoModelForContactPrediction
 
-        original_model = original_fm_structure_model(checkpoint_path, original)
-        reference, alphabet = original_model.backbone, original_model.backbone_alphabet
         structure = (
             original_model.downstream_modules[original.head_name],
             AutoModelForContactPrediction.from_pretrained(folder, dtype=torch.float32).eval(),
         )
-    else:
-        reference, alphabet = original_fm_model(checkpoint_path, original)
     converter = alphabet.get_batch_converter()
     eager: dict[str, float] = {}
     sdpa: dict[str, float] = {}

@@ -71,6 +71,15 @@ CASES = {
         "cannot be split into 5 attention heads",
     ),
     "absurd depth": (set_arg("encoder_layers", -3), "num_hidden_layers: args say -3, weights say 2"),
+    "no arch": (lambda checkpoint: delattr(checkpoint["args"], "arch"), "training arguments lack arch"),
+    "no max_positions": (
+        lambda checkpoint: delattr(checkpoint["args"], "max_positions"),
+        "training arguments lack max_positions",
+    ),
+    "args as a dict": (
+        lambda checkpoint: checkpoint.update(args=vars(checkpoint["args"])),
+        "training arguments are a dict, not the argparse.Namespace",
+    ),
 }
 
 

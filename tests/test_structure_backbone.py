@@ -94,10 +94,16 @@ def test_backbone_settings_decide_the_numbers(structure_file, tmp_path, capsys):
     # Without the backbone the file cannot tell, so fm's default is used, loudly, and written into the card.
     assert convert(path, "-o", tmp_path / "guessed") == 0
     err = capsys.readouterr().err
-    assert "WARNING: token_dropout=False, num_attention_heads=20 assumed, not read" in err
-    assert "--backbone RNA-FM_pretrained.pth" in err
+    assert (
+        "WARNING: token_dropout=False assumed, not read" in err and "--backbone RNA-FM_pretrained.pth" in err
+    )
+    # The head count is in the file after all: its contact regression has one weight per layer and head.
+    assert (
+        "num_attention_heads=20 from the width of the contact regression in the file (40 attention maps"
+        in err
+    )
     card = (tmp_path / "guessed" / "README.md").read_text()
-    assert "**Assumed, not read from any file:** `token_dropout`. `num_attention_heads`." in card
+    assert "**Assumed, not read from any file:** `token_dropout`. Numbers" in card
     assert "the converter assumed" in card  # the parity note says what the check could not cover
     # The guess is wrong for this file, and every map shows it.
     assert max_difference(our_probabilities(tmp_path / "guessed", SEQUENCES), expected) > 1e-3
@@ -105,7 +111,7 @@ def test_backbone_settings_decide_the_numbers(structure_file, tmp_path, capsys):
     # Found next to the file, as fm's users keep it.
     shutil.copy(backbone, path.parent / BACKBONE)
     assert convert(path, "-o", tmp_path / "found") == 0
-    assert "(found next to the file)" in capsys.readouterr().err
+    assert "(found next to the file, sha256 " in capsys.readouterr().err
     assert max_difference(our_probabilities(tmp_path / "found", SEQUENCES), expected) <= 1e-5
     card = ModelCard.load(tmp_path / "found" / "README.md").text
     assert re.search(r"\| `token_dropout` \| `True` \| the training arguments of the backbone file", card)
@@ -126,8 +132,11 @@ def test_backbone_in_torch_hub_cache_folder_or_hub_is_used(structure_file, tmp_p
     assert convert(backbone, "-o", tmp_path / "rna-fm", "--no-verify") == 0
     assert convert(path, "-o", tmp_path / "from-folder", "--backbone", tmp_path / "rna-fm") == 0
     err = capsys.readouterr().err
-    assert "config.json of the converted backbone folder rna-fm" in err and "PASS" in err
+    assert "as recorded by the backbone folder rna-fm (given)" in err and "PASS" in err
     assert AutoConfig.from_pretrained(tmp_path / "from-folder").token_dropout is True
+    # A half-precision backbone folder: compared in its own precision.
+    assert convert(backbone, "-o", tmp_path / "rna-fm-16", "--no-verify", "--dtype", "float16") == 0
+    assert convert(path, "-o", tmp_path / "from-16", "--backbone", tmp_path / "rna-fm-16", "--no-verify") == 0
 
     # hf:// paths, through huggingface_hub's cache (offline here).
     import huggingface_hub
@@ -150,7 +159,7 @@ def test_verification_builds_fm_from_the_backbone_not_from_the_converter(
 
     def misread(*args):
         settings = real(*args)
-        settings.token_dropout = not settings.token_dropout
+        settings.values["token_dropout"] = not settings.values["token_dropout"]
         return settings
 
     monkeypatch.setattr(original_checkpoint, "backbone_settings", misread)
@@ -238,7 +247,7 @@ def test_full_size_structure_file_folds_like_fm(tmp_path, capsys):
     shutil.move(backbone, path.parent / BACKBONE)
     assert convert(path, "-o", tmp_path / "found") == 0
     err = capsys.readouterr().err
-    assert err.count("PASS") == 2 and "(found next to the file)" in err and "WARNING" not in err
+    assert err.count("PASS") == 2 and "(found next to the file, sha256 " in err and "WARNING" not in err
 
     original, alphabet = original_structure_model(path, path.parent / BACKBONE)
     expected = fm_probabilities(original, alphabet, records, own_forward=True)
@@ -262,3 +271,27 @@ def test_structure_file_refuses_a_missing_backbone_tensor(structure_file, tmp_pa
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="layers.1.fc1.weight"):
         read_original(path, backbone=backbone)
+
+
+def test_a_folder_whose_settings_were_assumed_passes_the_assumption_on(structure_file, tmp_path, capsys):
+    """A folder converted without its backbone must not turn the guess into a fact when used as a backbone."""
+    path, _ = structure_file
+    assert convert(path, "-o", tmp_path / "guessed") == 0
+    assert convert(path, "-o", tmp_path / "again", "--backbone", tmp_path / "guessed") == 0
+    err = capsys.readouterr().err
+    assert (
+        "WARNING: token_dropout=False assumed" in err
+        and "was itself converted with this setting assumed" in err
+    )
+    assert "Assumed, not read" in (tmp_path / "again" / "README.md").read_text()
+
+
+def test_head_count_is_read_from_the_structure_files_contact_regression(tmp_path, capsys):
+    path = write_secondary_structure_checkpoint(tmp_path / "RNA-FM-ResNet_PDB-All.pth", heads=8)
+    backbone = path.parent / f"{path.stem}-backbone" / BACKBONE
+    assert convert(path, "-o", tmp_path / "out", "--no-token-dropout") == 0
+    assert "num_attention_heads=8 from the width of the contact regression" in capsys.readouterr().err
+    assert AutoConfig.from_pretrained(tmp_path / "out").num_attention_heads == 8
+    # --kind rna-fm on a structure file reads its backbone on the backbone file too.
+    original = read_original(path, kind="rna-fm", backbone=backbone)
+    assert original.config.token_dropout is True and original.kind == "rna-fm"
