@@ -17,6 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from .hub import resolve_checkpoint
 from .model_card import DEFAULT_BASE_MODEL, render_model_card
 from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
 from .original_checkpoint import OriginalCheckpoint, build_model, read_original
+from .output_folder import OutputFolder, hold_lock, sibling_lock
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
@@ -128,9 +130,9 @@ def sha256_of(path: Path) -> str:
 
 def check_output_folder(output_dir: Path, overwrite: bool, checkpoint: Path | None = None) -> None:
     """
-    Refuse an output that would clobber something the user keeps: an existing non-empty folder without
-    `--overwrite`; with it, anything but an earlier converted folder (one with a `config.json`), the working
-    directory or one of its parents, or a folder holding the checkpoint itself.
+    Refuse an output that would clobber something the user keeps: a non-empty folder that `convert` did not write
+    (`OutputFolder`: no marker, or another command's), one it wrote unless `--overwrite`, the working directory or
+    one of its parents, or a folder holding the checkpoint itself.
     """
     target = output_dir.resolve()
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
@@ -139,27 +141,16 @@ def check_output_folder(output_dir: Path, overwrite: bool, checkpoint: Path | No
         raise FileExistsError(f"--output {output_dir} is the working folder or above it; name a new folder.")
     if checkpoint is not None and target in checkpoint.resolve().parents:
         raise FileExistsError(f"--output {output_dir} holds the checkpoint {checkpoint}; name a new folder.")
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    if not overwrite:
+    if OutputFolder(output_dir, "convert").check() and not overwrite:
         raise FileExistsError(
             f"{output_dir} already exists and is not empty; choose another --output or pass --overwrite to replace it."
-        )
-    if not (output_dir / "config.json").is_file():
-        raise FileExistsError(
-            f"{output_dir} is not a converted model folder (it has no config.json); --overwrite only replaces those."
         )
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
-    """Swap the finished folder in; an earlier one is set aside first and deleted only once the new one is there."""
-    aside = None
-    if output_dir.exists():
-        aside = staging.with_name(staging.name + "-old")
-        os.replace(output_dir, aside)
-    os.replace(staging, output_dir)
-    if aside is not None:
-        shutil.rmtree(aside)
+    """Move the finished folder in: whole when `output_dir` is new; into an earlier converted folder file by file,
+    deleting the files the earlier conversion wrote and the new one did not, and keeping every other file."""
+    OutputFolder(output_dir, "convert").move_in(staging)
 
 
 def _first_missing_ancestor(path: Path) -> Path | None:
@@ -257,9 +248,12 @@ def convert_checkpoint(
     check_output_folder(output_dir, overwrite, path)
     created = _first_missing_ancestor(output_dir.parent)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    held = ExitStack()  # the lock, for the whole conversion: two converts to one --output do not mix
+    held.enter_context(hold_lock(sibling_lock(output_dir), output_dir))
     staging = output_dir.parent / f".{output_dir.resolve().name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
+        check_output_folder(output_dir, overwrite, path)  # again, now that no other convert can write it
+        staging.mkdir()
         write_hf_folder(original, staging, DTYPES[dtype])
         original.state_dict = {}  # the model built from it is gone; let the mapped file go too
         report, reason = None, None
@@ -298,4 +292,5 @@ def convert_checkpoint(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        held.close()
     return ConversionResult(output_dir, original.kind, report, original.notes, time.perf_counter() - started)

@@ -45,7 +45,7 @@ def plot_structure(probabilities: np.ndarray, structure: SecondaryStructure, pat
     axes.set_ylabel("position i")
     figure.colorbar(image, ax=axes, label="pairing probability")
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format="png")  # whatever the name ends in (fold writes to a temporary name first)
 
 
 def plot_arcs(structure: SecondaryStructure, path: str | Path) -> None:

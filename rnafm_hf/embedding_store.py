@@ -5,16 +5,17 @@ A folder holds `run.json` (the settings, model and input fingerprints), the arra
 one `<id>.npy` per sequence (the original RNA-FM layout; ids made safe as file names) or `shard-*.safetensors`
 files whose tensor names are the ids (for large runs: few files, memory-mapped reads, no pickle). Every file
 appears under its final name only when complete, so a killed run never leaves a file that looks finished, and
-running the same command again embeds only what is missing.
+running the same command again embeds only what is missing. The folder is an `OutputFolder` of the command: owned
+(marker and ledger), locked while a run writes it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -35,42 +36,23 @@ from .embedding import (
     print_to_stderr,
 )
 from .fasta import safe_stems
+from .output_folder import OutputFolder, input_fingerprint, model_fingerprint
 
 STORE_FORMATS = ("npy", "safetensors")
 RUN_FILE = "run.json"
 INDEX_FILE = "index.tsv"
 INDEX_HEADER = ("id", "file", "length", "embedded", "windows")
 SHARD_PREFIX = "shard-"
-PARTIAL_SUFFIX = ".partial"
 DEFAULT_SHARD_MB = 256
 SHARD_SECONDS = 120  # a shard is also closed after this long, so a kill loses at most this much work
 PROCESS_GROUP_HOURS = 24
 
 
-def partial_path(path: Path) -> Path:
-    """Where a file is written before it is renamed into place (hidden, per process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temporary_path)`, then rename onto `path`: readers see the old file or the whole new one."""
-    temporary = partial_path(path)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-
-
 class NpyWriter:
     """One `<stem>.npy` per sequence, the original layout; stems are the ids made safe for file names."""
 
-    def __init__(self, folder: Path, ids: Sequence[str]):
-        self.folder = folder
+    def __init__(self, output: OutputFolder, ids: Sequence[str]):
+        self.output = output
         self.files = {
             identifier: f"{stem}.npy" for identifier, stem in zip(ids, safe_stems(ids), strict=True)
         }
@@ -80,22 +62,28 @@ class NpyWriter:
             with open(temporary, "wb") as handle:
                 np.save(handle, array)
 
-        write_atomically(self.folder / self.files[identifier], save)
+        self.output.write(self.files[identifier], save)
 
     def close(self) -> None:
         pass
 
     def locations(self) -> dict[str, str]:
-        """id -> file name of every sequence already stored."""
-        return {identifier: name for identifier, name in self.files.items() if (self.folder / name).is_file()}
+        """id -> file name of every sequence already stored (by this command)."""
+        owned = self.output.owned()
+        return {
+            identifier: name
+            for identifier, name in self.files.items()
+            if name in owned and (self.output.path / name).is_file()
+        }
 
 
 class SafetensorsWriter:
     """Arrays gathered into `shard-<process>-<n>.safetensors` files of about `shard_bytes` (or what
     `SHARD_SECONDS` of work gives, if less), tensor name = id."""
 
-    def __init__(self, folder: Path, process_index: int, shard_bytes: int):
-        self.folder = folder
+    def __init__(self, output: OutputFolder, process_index: int, shard_bytes: int):
+        self.output = output
+        folder = output.path
         self.prefix = f"{SHARD_PREFIX}{process_index:03d}-"
         self.shard_bytes = shard_bytes
         self.pending: dict[str, np.ndarray] = {}
@@ -105,7 +93,11 @@ class SafetensorsWriter:
         self.next_number = max(numbers, default=0) + 1
 
     def shards(self) -> list[Path]:
-        return sorted(self.folder.glob(f"{SHARD_PREFIX}*.safetensors"))
+        """The shards this command wrote (the folder may hold others of the same form)."""
+        owned = self.output.owned()
+        return sorted(
+            path for path in self.output.path.glob(f"{SHARD_PREFIX}*.safetensors") if path.name in owned
+        )
 
     def locations(self) -> dict[str, str]:
         from safetensors import safe_open
@@ -134,62 +126,14 @@ class SafetensorsWriter:
 
         if not self.pending:
             return
-        path = self.folder / f"{self.prefix}{self.next_number:05d}.safetensors"
+        name = f"{self.prefix}{self.next_number:05d}.safetensors"
         tensors = self.pending
-        write_atomically(path, lambda temporary: save_file(tensors, os.fspath(temporary)))
+        self.output.write(name, lambda temporary: save_file(tensors, os.fspath(temporary)))
         self.next_number += 1
         self.pending, self.pending_bytes = {}, 0
 
     def close(self) -> None:
         self.flush()
-
-
-def input_fingerprint(records: Iterable[SequenceRecord]) -> str:
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(f"{record.id}\t{record.sequence}\n".encode())
-    return digest.hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap identity of the weights: names, shapes and the first values of every tensor."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().flatten()[:16].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _clear(folder: Path) -> None:
-    """Remove what an earlier run wrote (only our own file names)."""
-    for pattern in (RUN_FILE, INDEX_FILE, "*.npy", f"{SHARD_PREFIX}*.safetensors", f".*{PARTIAL_SUFFIX}"):
-        for path in folder.glob(pattern):
-            path.unlink()
-
-
-def _check_folder(folder: Path, run: dict[str, Any], overwrite: bool) -> str:
-    """What to do with the output folder: "new", "resume" or "replace"; raise when it holds something else."""
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder; choose another --output.")
-    if not folder.is_dir() or not any(not path.name.endswith(PARTIAL_SUFFIX) for path in folder.iterdir()):
-        return "new"  # empty, or only what a run killed while writing run.json left
-    run_file = folder / RUN_FILE
-    if not run_file.is_file():
-        raise FileExistsError(
-            f"{folder} is not empty and holds no {RUN_FILE}: not written by rnafm-hf embed, so neither resumed nor "
-            "replaced. Choose another --output."
-        )
-    if overwrite:
-        return "replace"
-    earlier = json.loads(run_file.read_text(encoding="utf-8"))
-    compared = (set(run) | set(earlier)) - {"model"}  # the folder's name may change; its fingerprint may not
-    differences = [key for key in sorted(compared) if run.get(key) != earlier.get(key)]
-    if differences:
-        raise FileExistsError(
-            f"{folder} holds embeddings of another run (different {', '.join(differences)}); resuming would mix "
-            "them. Choose another --output, or pass --overwrite to replace them."
-        )
-    return "resume"
 
 
 @dataclass
@@ -247,7 +191,7 @@ def embed_to_folder(
     one `.npy` per sequence or as safetensors shards of about `shard_mb` MB (`format="safetensors"`), with
     `index.tsv` listing where each sequence is. Calling it again with the same inputs and settings finishes an
     interrupted run, embedding only what is missing, in the batches the first call planned; other settings need
-    another folder or `overwrite=True` (which removes the earlier run's `.npy` files and shards).
+    another folder or `overwrite=True` (which removes the files the earlier run wrote, and nothing else).
     Under `accelerate launch` each process embeds a disjoint share (whole batches, dealt so that the shares hold
     about as many tokens) into the same folder, with the numbers of a one-process run. Read the result with
     [`load_embeddings`].
@@ -278,6 +222,8 @@ def embed_to_folder(
     check_batch_tokens(batch_tokens)
     folder = Path(output_dir)
     state, device = _process_state(device)
+    output = OutputFolder(folder, "embed", writer=state.process_index)
+    output.check()  # a folder embed did not write is refused before the model loads
     main_log = log if state.is_main_process else None
     embedder, records, valid, skipped = prepared(
         inputs, model, tokenizer, settings, device, skip_invalid, main_log
@@ -285,64 +231,79 @@ def embed_to_folder(
     run = {
         "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
         "model_fingerprint": model_fingerprint(embedder.model),
-        "input_fingerprint": input_fingerprint(records),
+        "input_fingerprint": input_fingerprint((record.id, record.sequence) for record in records),
         "format": format,
         # Everything that changes a number; the batches too, as they decide the floating-point sums.
         "settings": {**embedder.effective_settings(), "batch_tokens": batch_tokens},
     }
+    npy = NpyWriter(output, [record.id for record in valid]) if format == "npy" else None
+    planned = [RUN_FILE, INDEX_FILE, *(npy.files.values() if npy else ())]
 
-    action = _check_folder(folder, run, overwrite)
-    state.wait_for_everyone()  # every process has read the folder before it changes
-    if state.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
-        if action == "replace":
-            _clear(folder)
-        for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
-            leftover.unlink()  # from a killed run
-        if action != "resume":
-            write_text_atomically(folder / RUN_FILE, json.dumps(run, indent=2) + "\n")
-    state.wait_for_everyone()
-
-    ids = [record.id for record in valid]
-    writer = (
-        NpyWriter(folder, ids)
-        if format == "npy"
-        else SafetensorsWriter(folder, state.process_index, shard_mb * 2**20)
-    )
-    completed = set(writer.locations())
-    state.wait_for_everyone()  # every process has seen the same completed set before any writes
-    skip = {index for index, record in enumerate(valid) if record.id in completed}
-    units = [
-        unit
-        for unit in embedder.work_units(embedder.plan(valid, batch_tokens))
-        if any(piece.record not in skip for batch in unit for piece in batch)
-    ]
-    share = [batch for unit in _dealt(units, state.num_processes)[state.process_index] for batch in unit]
-    remaining = len(valid) - len(skip)
-    if main_log is not None:
-        if completed:
-            main_log(f"Resuming: {len(completed)} of {len(valid)} sequences are already in {folder}.")
-        if state.num_processes > 1:
-            main_log(f"{state.num_processes} processes share {remaining} sequences.")
-
-    statistics = RunStatistics()
-    if remaining:
-        description = (
-            "Embedding" if state.num_processes == 1 else f"Embedding (process 1 of {state.num_processes})"
-        )
-        for record, array in embedder.run(
-            valid, batch_tokens, progress and state.is_main_process, description, statistics, share, skip
-        ):
-            writer.add(record.id, array)
-        writer.close()
-        statistics = _combined(statistics, state)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        _write_index(folder, valid, writer.locations(), embedder)
+    with ExitStack() as held:
+        _take_folder(output, run, overwrite, planned, state, held)
+        writer = npy or SafetensorsWriter(output, state.process_index, shard_mb * 2**20)
+        completed = set(writer.locations())
+        state.wait_for_everyone()  # every process has seen the same completed set before any writes
+        skip = {index for index, record in enumerate(valid) if record.id in completed}
+        units = [
+            unit
+            for unit in embedder.work_units(embedder.plan(valid, batch_tokens))
+            if any(piece.record not in skip for batch in unit for piece in batch)
+        ]
+        share = [batch for unit in _dealt(units, state.num_processes)[state.process_index] for batch in unit]
+        remaining = len(valid) - len(skip)
         if main_log is not None:
-            main_log(statistics.summary() if remaining else f"Nothing left to embed in {folder}.")
-    state.wait_for_everyone()
+            if completed:
+                main_log(f"Resuming: {len(completed)} of {len(valid)} sequences are already in {folder}.")
+            if state.num_processes > 1:
+                main_log(f"{state.num_processes} processes share {remaining} sequences.")
+
+        statistics = RunStatistics()
+        if remaining:
+            description = (
+                "Embedding" if state.num_processes == 1 else f"Embedding (process 1 of {state.num_processes})"
+            )
+            for record, array in embedder.run(
+                valid, batch_tokens, progress and state.is_main_process, description, statistics, share, skip
+            ):
+                writer.add(record.id, array)
+            writer.close()
+            statistics = _combined(statistics, state)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _write_index(output, valid, writer.locations(), embedder)
+            if main_log is not None:
+                main_log(statistics.summary() if remaining else f"Nothing left to embed in {folder}.")
+        state.wait_for_everyone()
     return EmbedResult(folder, statistics.sequences, len(completed), skipped, statistics)
+
+
+def _take_folder(
+    output: OutputFolder, run: dict[str, Any], overwrite: bool, planned: Sequence[str], state, held: ExitStack
+) -> None:
+    """The main process locks the folder for the run (in `held`) and claims it: new, resumed, or replaced with
+    `overwrite`; every process gets its outcome, an error included."""
+    error = None
+    if state.is_main_process:
+        try:
+            held.enter_context(output.locked())
+            action = output.claim(run, overwrite, planned, ignore=("model",))  # the folder may be renamed
+            if action != "resume" or not (output.path / RUN_FILE).is_file():
+                output.write_text(RUN_FILE, json.dumps(run, indent=2) + "\n")
+        except (
+            Exception
+        ) as raised:  # the others must hear of it, or they would wait for the main process forever
+            error = raised
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = [error]
+        broadcast_object_list(
+            shared, from_process=0
+        )  # also keeps the others waiting until the folder is ready
+        error = shared[0]
+    if error is not None:
+        raise error
 
 
 def _dealt(units: Sequence[list[list]], processes: int) -> list[list[list[list]]]:
@@ -373,13 +334,13 @@ def _combined(statistics: RunStatistics, state) -> RunStatistics:
 
 
 def _write_index(
-    folder: Path, valid: Sequence[SequenceRecord], locations: Mapping[str, str], embedder: Embedder
+    output: OutputFolder, valid: Sequence[SequenceRecord], locations: Mapping[str, str], embedder: Embedder
 ) -> None:
     """`index.tsv`, written last: its presence means every sequence is stored exactly once."""
     missing = [record.id for record in valid if record.id not in locations]
     if missing:
         raise RuntimeError(
-            f"{len(missing)} sequences are missing from {folder} (first: {missing[:5]}); run the same command "
+            f"{len(missing)} sequences are missing from {output.path} (first: {missing[:5]}); run the same command "
             "again to finish them."
         )
     lines = ["\t".join(INDEX_HEADER)]
@@ -393,7 +354,7 @@ def _write_index(
             windows,
         )
         lines.append("\t".join(str(value) for value in row))
-    write_text_atomically(folder / INDEX_FILE, "\n".join(lines) + "\n")
+    output.write_text(INDEX_FILE, "\n".join(lines) + "\n")
 
 
 class EmbeddingStore(Mapping[str, np.ndarray]):

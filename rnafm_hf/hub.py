@@ -8,6 +8,8 @@ import shlex
 from pathlib import Path
 from urllib.parse import unquote
 
+from .output_folder import NAMESPACE
+
 HF_SCHEME = "hf://"
 
 
@@ -100,6 +102,7 @@ def push_folder_to_hub(
             repo_type="model",
             revision=revision,
             commit_message=commit_message or f"Upload {folder.name} converted with rnafm-hf",
+            ignore_patterns=[f"{NAMESPACE}*"],  # the folder's bookkeeping (output_folder), not the model's
         )
     except Exception as error:
         retry = ["rnafm-hf", "push", str(folder), repo_id]

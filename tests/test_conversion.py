@@ -260,9 +260,9 @@ def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp
     assert convert(path, "-o", tmp_path / "out", "--no-verify") == 0
     assert convert(path, "-o", tmp_path / "out", "--no-verify") == 1
     assert "already exists and is not empty" in capsys.readouterr().err
-    (tmp_path / "out" / "stale.txt").write_text("from an earlier run")
+    (tmp_path / "out" / "notes.txt").write_text("the user's, kept")
     assert convert(path, "-o", tmp_path / "out", "--no-verify", "--overwrite") == 0
-    assert "stale.txt" not in folder_files(tmp_path / "out") and no_partial_output(tmp_path)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "the user's, kept" and no_partial_output(tmp_path)
     assert "verification skipped with --no-verify" in (tmp_path / "out" / "README.md").read_text()
 
     (tmp_path / "mine").mkdir()
@@ -270,7 +270,7 @@ def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp
     (tmp_path / "afile").write_text("keep")
     monkeypatch.chdir(tmp_path)
     refusals = {
-        "mine": "is not a converted model folder",
+        "mine": "not written by rnafm-hf convert",
         "afile": "exists and is not a folder",
         ".": "is the working folder or above it",
         "..": "is the working folder or above it",
@@ -278,9 +278,8 @@ def test_existing_output_needs_overwrite_and_only_replaces_converted_folders(tmp
     for output, message in refusals.items():
         assert convert(path, "-o", output, "--no-verify", "--overwrite") == 1
         assert message in capsys.readouterr().err
-    (tmp_path / "sub").mkdir()
+    assert convert(path, "-o", "sub", "--no-verify") == 0  # a folder convert wrote, the checkpoint put in it
     inner = write_original_checkpoint(tmp_path / "sub" / "RNA-FM_y.pth")
-    (tmp_path / "sub" / "config.json").write_text("{}")
     assert convert(inner, "-o", "sub", "--no-verify", "--overwrite") == 1
     assert "holds the checkpoint" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").exists() and (tmp_path / "afile").exists() and inner.exists()

@@ -372,7 +372,7 @@ def test_codon_input_needs_whole_codons(mrna_folder):
 
 
 def test_clear_errors_for_inputs_that_are_not_sequences(tmp_path, short_model, capsys):
-    with pytest.raises(FileNotFoundError, match=r"pass a list: embed\(\['ACGU...'\]\)"):
+    with pytest.raises(FileNotFoundError, match=r"pass a list: \['ACGU...'\]"):
         list(embed("ACGUACGU", short_model, tokenizer=RnaFmTokenizer(), **quiet()))
     broken = tmp_path / "broken.fasta"
     broken.write_text("ACGU\n>x\nAC\n")
@@ -400,7 +400,7 @@ def test_npy_folder_holds_one_array_per_sequence_in_the_original_layout(tmp_path
     write_fasta(fasta, [*SEQUENCES.items(), ("odd/name", "ACGUACGU")])
     assert main(["embed", str(fasta), "--model", str(rna_folder), "-o", str(tmp_path / "out")]) == 0
     expected = dict(embed(fasta, rna_folder, **quiet()))
-    files = sorted(path.name for path in (tmp_path / "out").iterdir())
+    files = outputs(tmp_path / "out")
     assert files == sorted(
         ["hairpin.npy", "short.npy", "loop.npy", "mixed-case.npy", "odd_name.npy", "index.tsv", "run.json"]
     )
@@ -413,6 +413,11 @@ def test_npy_folder_holds_one_array_per_sequence_in_the_original_layout(tmp_path
     assert list(store) == [*SEQUENCES, "odd/name"]  # input order
     assert store.info("odd/name") == {"file": "odd_name.npy", "length": 8, "embedded": 8, "windows": 1}
     np.testing.assert_array_equal(store["loop"], expected["loop"])
+
+
+def outputs(folder) -> list[str]:
+    """The files embed wrote, without the folder's bookkeeping (`.rnafm-hf.*`)."""
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith(".rnafm-hf."))
 
 
 def test_safetensors_store_shards_and_reads_back(tmp_path, short_model):
@@ -451,7 +456,7 @@ def test_other_settings_are_not_mixed_into_an_earlier_run(tmp_path, short_model)
     with pytest.raises(FileExistsError, match="different settings"):  # other batches, other float sums
         embed_to_folder({"a": "ACGU"}, tmp_path / "out", short_model, batch_tokens=100, **options)
     embed_to_folder({"b": "GG"}, tmp_path / "out", short_model, pooling="mean", overwrite=True, **options)
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["b.npy", "index.tsv", "run.json"]
+    assert outputs(tmp_path / "out") == ["b.npy", "index.tsv", "run.json"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not written by rnafm-hf embed"):
@@ -740,8 +745,10 @@ def test_cli_layers_and_exact_option_names(tmp_path, rna_folder):
 def test_a_folder_left_by_a_kill_while_starting_is_used(tmp_path, short_model):
     folder = tmp_path / "killed"
     folder.mkdir()
-    (folder / ".run.json.123.partial").write_text("{")
+    (folder / ".rnafm-hf.lock").touch()  # all that a run killed while marking the folder as embed's leaves
+    (folder / "..rnafm-hf.json.123.partial").write_text("{")
     embed_to_folder({"a": "ACGU"}, folder, short_model, tokenizer=RnaFmTokenizer(), **quiet())
-    assert sorted(path.name for path in folder.iterdir()) == ["a.npy", "index.tsv", "run.json"]
+    assert outputs(folder) == ["a.npy", "index.tsv", "run.json"]
+    assert not list(folder.glob(".*.partial"))
     with load_embeddings(folder) as store:
         assert "a" in store and "b" not in store
