@@ -7,7 +7,7 @@ name the models, converted folders in the Space or Hub ids:
 - `RNAFM_MODEL`: RNA-FM (default `rna-fm`);
 - `RNAFM_SS_MODEL`: the secondary-structure model (default `rna-fm-ss`; empty: no structure tab);
 - `RNAFM_MAX_SEQUENCES`, `RNAFM_MAX_NUCLEOTIDES`, `RNAFM_MAX_UPLOAD_MB`, `RNAFM_CONCURRENCY`,
-  `RNAFM_QUEUE_SIZE`: the limits (as `rnafm-hf serve --max-sequences` and so on).
+  `RNAFM_QUEUE_SIZE`, `RNAFM_MAX_FOLD_COST`: the limits (as `rnafm-hf serve --max-sequences` and so on).
 
 Locally, `python app.py` serves it on Gradio's default address (`GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`).
 """

@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .embedding import POOLINGS, InvalidSequencesError, embed, load_encoder
-from .fasta import read_fasta
+from .fasta import DECOMPRESSION_ERRORS, read_fasta, safe_stems
 from .folding import SS_CHECKPOINT
 from .hub import check_model_name
 from .model_loading import NonFiniteOutputError
@@ -51,6 +52,9 @@ GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU
 """
 # Results stay downloadable this long; older request folders are removed when a new request comes.
 KEEP_RESULTS_SECONDS = 3600
+# The array in embeddings.npz that maps each FASTA id to the (safe) name its array is stored under.
+NPZ_INDEX = "index"
+MAX_LISTED_RENAMES = 5
 
 
 class RequestError(ValueError):
@@ -59,16 +63,24 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one request may hold, and how many requests of each kind run at once."""
+    """
+    What one request may hold, and how many requests of each kind run at once.
+
+    `max_fold_cost` bounds a fold request by the sum of its sequences' squared lengths (nt²): the structure head
+    works on the L x L pair map, so its time and memory grow with L². The default, 1.1 M, lets one sequence of
+    the longest the model folds (1,022 nt: 1,044,484 nt², about 1.2 GB and a minute or two on a CPU) through
+    alone, or many shorter ones (50 of 140 nt), so no request holds the fold queue much longer than that.
+    """
 
     max_sequences: int = 50
     max_nucleotides: int = 20_000
     max_upload_mb: float = 5.0
     concurrency: int = 1
     queue_size: int = 32
+    max_fold_cost: int = 1_100_000
 
     def __post_init__(self) -> None:
-        for name in ("max_sequences", "max_nucleotides", "concurrency", "queue_size"):
+        for name in ("max_sequences", "max_nucleotides", "concurrency", "queue_size", "max_fold_cost"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
         if self.max_upload_mb <= 0:
@@ -87,6 +99,13 @@ class ServerLimits:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest HTTP request body the server reads: twice the upload limit, as a paste at the limit
+        grows in JSON (a line break is sent as two characters), and 64 KiB for the other fields and the
+        multipart framing of an upload."""
+        return 2 * self.max_upload_bytes + 2**16
 
     def describe(self) -> str:
         return (
@@ -113,6 +132,13 @@ def parse_fasta(data: bytes, source: str) -> list[tuple[str, str]]:
         return read_fasta(io.BytesIO(data), name=source)
     except ValueError as error:
         raise RequestError(str(error)) from None
+
+
+def _invalid_message(error: InvalidSequencesError, action: str, skip_invalid: bool) -> str:
+    """The records that cannot be used, in the page's words (its checkbox, not a parameter)."""
+    listed = "\n".join(f"  {item}" for item in error.invalid)
+    advice = "Fix them and submit again." if skip_invalid else "Fix them, or tick 'Skip invalid sequences'."
+    return f"{len(error.invalid)} input record(s) cannot be {action}:\n{listed}\n{advice}"
 
 
 class RnaFmServer:
@@ -189,7 +215,7 @@ class RnaFmServer:
         try:
             with xopen(path, "rb") as stream:
                 data = stream.read(self.limits.max_upload_bytes + 1)
-        except (OSError, EOFError) as error:
+        except (OSError, *DECOMPRESSION_ERRORS) as error:
             raise RequestError(f"{path.name} cannot be read: {error}") from None
         if len(data) > self.limits.max_upload_bytes:
             raise RequestError(
@@ -232,54 +258,49 @@ class RnaFmServer:
                 )
             )
         except InvalidSequencesError as error:
-            listed = "\n".join(f"  {item}" for item in error.invalid)
-            advice = (
-                "Fix them and submit again."
-                if skip_invalid
-                else "Fix them, or tick 'Skip invalid sequences'."
-            )
-            raise RequestError(
-                f"{len(error.invalid)} input record(s) cannot be embedded:\n{listed}\n{advice}"
-            ) from None
+            raise RequestError(_invalid_message(error, "embedded", skip_invalid)) from None
         except NonFiniteOutputError as error:
             raise RequestError(str(error)) from None
+        # Input order; records skipped as invalid (and reported) are left out.
+        ids = [identifier for identifier in dict.fromkeys(i for i, _ in records) if identifier in arrays]
+        names = safe_stems([NPZ_INDEX, *ids])[1:]  # safe file names, none taken from the index
         path = self._request_folder() / "embeddings.npz"
-        with zipfile.ZipFile(
-            path, "w"
-        ) as archive:  # np.savez, but any id is a key (also "file" or "allow_pickle")
-            for identifier in dict.fromkeys(identifier for identifier, _ in records):  # input order
-                if (array := arrays.get(identifier)) is None:
-                    continue  # skipped as invalid, and reported
-                with archive.open(f"{identifier}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
+        with zipfile.ZipFile(path, "w") as archive:  # np.savez, but with keys such as "file" too
+            for identifier, name in zip(ids, names, strict=True):
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arrays[identifier], allow_pickle=False)
+            with archive.open(f"{NPZ_INDEX}.npy", "w") as member:
+                index = np.array(list(zip(ids, names, strict=True)), dtype=str).reshape(-1, 2)
+                np.lib.format.write_array(member, index, allow_pickle=False)
         shape = "(hidden,)" if pooling != "none" else "(length, hidden)"
         messages.append(
-            f"{len(arrays)} arrays {shape}, layer {layer}, pooling {pooling}: np.load('embeddings.npz')[id]."
+            f"{len(arrays)} arrays {shape}, layer {layer}, pooling {pooling}: np.load('embeddings.npz')[name]; "
+            f"its {NPZ_INDEX!r} array lists (id, name) in input order."
         )
+        if renamed := [(i, name) for i, name in zip(ids, names, strict=True) if i != name]:
+            listed = ", ".join(f"{i!r} as {name!r}" for i, name in renamed[:MAX_LISTED_RENAMES])
+            more = (
+                f" and {len(renamed) - MAX_LISTED_RENAMES} more" if len(renamed) > MAX_LISTED_RENAMES else ""
+            )
+            messages.append(f"Stored under safe file names: {listed}{more}.")
         return path, "\n".join(messages)
 
     # ---- secondary structure ---------------------------------------------------------------------------------
 
     def fold(
-        self, records: list[tuple[str, str]], canonical_only: bool = False, threshold: float | None = None
+        self,
+        records: list[tuple[str, str]],
+        canonical_only: bool = False,
+        threshold: float | None = None,
+        skip_invalid: bool = False,
     ) -> FoldResult:
-        """Fold `records` into `.ct`, `.bpseq`, `.dbn` and `.npy` files per sequence, as `rnafm-hf fold` does."""
+        """Fold `records` into `.ct`, `.bpseq`, `.dbn` and `.npy` files per sequence, as `rnafm-hf fold` does, with
+        its input rules: records that cannot be folded are listed, or skipped with `skip_invalid`."""
         from .folding import fold_fasta, summary_table
 
         if self.fold_pipeline is None:
             raise RequestError("This server has no secondary-structure model: start it with --ss-model DIR.")
-        first_at: dict[str, int] = {}
-        duplicates = [
-            f"  record {number} ({identifier!r}): duplicate id (first at record {first_at[identifier]})"
-            for number, (identifier, _) in enumerate(records, 1)
-            if first_at.setdefault(identifier, number) != number
-        ]
-        if duplicates:
-            raise RequestError(
-                f"{len(duplicates)} input record(s) cannot be folded:\n"
-                + "\n".join(duplicates)
-                + "\nRename them."
-            )
+        self._check_fold_cost(records)
         folder = self._request_folder()
         fasta = folder / "input.fasta"
         fasta.write_text("".join(f">{identifier}\n{sequence}\n" for identifier, sequence in records))
@@ -291,16 +312,46 @@ class RnaFmServer:
                 folder / "structures",
                 threshold=threshold,
                 canonical_only=canonical_only,
+                skip_invalid=skip_invalid,
                 log=messages.append,
             )
+        except InvalidSequencesError as error:
+            raise RequestError(_invalid_message(error, "folded", skip_invalid)) from None
         except ValueError as error:
             raise RequestError(str(error)) from None
         folded = [row for row in rows if row.skipped is None]
         if not folded:
             raise RequestError("Nothing could be folded:\n" + "\n".join(messages))
-        archive = shutil.make_archive(os.fspath(folder / "structures"), "zip", folder / "structures")
+        archive = folder / "structures.zip"
+        with zipfile.ZipFile(archive, "w") as bundle:
+            for path in sorted((folder / "structures").iterdir()):
+                if not path.name.startswith("."):  # fold's own bookkeeping (.rnafm-hf.*) stays out
+                    bundle.write(path, path.name)
         report = "\n".join([*messages, summary_table(rows)])
-        return FoldResult(folder / "structures", Path(archive), {row.id: row.stem for row in folded}, report)
+        return FoldResult(folder / "structures", archive, {row.id: row.stem for row in folded}, report)
+
+    @property
+    def longest_fold(self) -> int:
+        """The longest sequence the structure model folds, in nt; longer ones are skipped."""
+        return self.fold_pipeline.model.config.max_tokens - 2
+
+    @property
+    def longest_within_fold_cost(self) -> int:
+        """The longest sequence one fold request may hold alone."""
+        return min(math.isqrt(self.limits.max_fold_cost), self.longest_fold)
+
+    def _check_fold_cost(self, records: list[tuple[str, str]]) -> None:
+        """Refuse, before any compute, a fold request over `max_fold_cost`: the sum of its sequences' squared
+        lengths (those too long to fold are skipped, and cost nothing)."""
+        lengths = (len("".join(sequence.split())) for _, sequence in records)
+        cost = sum(length**2 for length in lengths if length <= self.longest_fold)
+        if cost > self.limits.max_fold_cost:
+            raise RequestError(
+                f"Folding these sequences costs {cost:,} nt² (the sum of their squared lengths: the pair map of "
+                f"an L-nt sequence holds L² pairs); this server folds at most {self.limits.max_fold_cost:,} nt² "
+                f"per request, e.g. one sequence of up to {self.longest_within_fold_cost:,} nt. Split it, or run "
+                "`rnafm-hf fold` locally for large sets."
+            )
 
     def draw(self, result: FoldResult, identifier: str) -> dict[str, Any]:
         """The structure of one folded sequence: dot-bracket, heat map and arc diagram PNGs, and its files."""

@@ -16,6 +16,7 @@ Each action is also an API endpoint, which Gradio's Python client calls by name:
 from __future__ import annotations
 
 import functools
+import html
 import os
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,8 @@ TITLE = "RNA-FM"
 
 
 def _guarded(function):
-    """Run a request; refused input becomes a `gr.Error` with the message as it is (shown on the page, and raised
-    by the Python client)."""
+    """Run a request; refused input becomes a `gr.Error` with the message (shown on the page, and raised by the
+    Python client). Gradio shows it as HTML, so the ids and sequences it quotes are escaped."""
 
     @functools.wraps(
         function
@@ -50,7 +51,7 @@ def _guarded(function):
         try:
             return function(*args, **kwargs)
         except RequestError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
 
     return run
 
@@ -138,8 +139,14 @@ def _embedding_tab(server: RnaFmServer, pasted: gr.Textbox, upload: gr.File) -> 
 
 
 def _structure_tab(server: RnaFmServer, pasted: gr.Textbox, upload: gr.File) -> None:
+    gr.Markdown(
+        f"**Folding** takes up to {server.limits.max_fold_cost:,} nt² per request, the sum of the sequences' "
+        f"squared lengths (the pair map of an L-nt sequence holds L² pairs): one sequence of up to "
+        f"{server.longest_within_fold_cost:,} nt, or more shorter ones."
+    )
     with gr.Row():
         canonical_only = gr.Checkbox(label="Canonical pairs only (AU, GC, GU)", value=False)
+        skip_invalid = gr.Checkbox(label="Skip invalid sequences (listed in the report)", value=False)
         threshold = gr.Number(
             value=server.fold_pipeline.model.config.ss_threshold,
             minimum=0.0,
@@ -161,10 +168,10 @@ def _structure_tab(server: RnaFmServer, pasted: gr.Textbox, upload: gr.File) -> 
     state = gr.State()
 
     @_guarded
-    def fold(text, file, canonical, cutoff, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    def fold(text, file, canonical, cutoff, skip, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         """Fold the sequences: dot-brackets, the first sequence drawn, files to download, a report."""
         records = server.read_request(text, file)
-        result = server.fold(records, bool(canonical), None if cutoff is None else float(cutoff))
+        result = server.fold(records, bool(canonical), None if cutoff is None else float(cutoff), bool(skip))
         first = next(iter(result.stems))
         drawn = server.draw(result, first)
         return (
@@ -184,7 +191,7 @@ def _structure_tab(server: RnaFmServer, pasted: gr.Textbox, upload: gr.File) -> 
 
     run.click(
         fold,
-        inputs=[pasted, upload, canonical_only, threshold],
+        inputs=[pasted, upload, canonical_only, threshold, skip_invalid],
         outputs=[dot_brackets, chosen, heat_map, arcs, files, report, state],
         api_name="fold",
         concurrency_limit=server.limits.concurrency,
@@ -203,12 +210,17 @@ def _pictures_and_files(result: FoldResult, drawn: dict[str, Any]) -> tuple[str,
 def launch(
     app: gr.Blocks, limits: ServerLimits, host: str | None = None, port: int | None = None, **options: Any
 ) -> gr.Blocks:
-    """Start serving (blocking unless `prevent_thread_lock=True`), uploads capped at the limit. `host`/`port`
-    default to Gradio's (`GRADIO_SERVER_NAME`/`GRADIO_SERVER_PORT`, which Spaces set)."""
+    """Start serving (blocking unless `prevent_thread_lock=True`), uploads capped at the limit and every request
+    body at `limits.max_request_bytes`. `host`/`port` default to Gradio's (`GRADIO_SERVER_NAME`/
+    `GRADIO_SERVER_PORT`, which Spaces set)."""
+    # FastAPI's body limit (>= 0.164) answers 413 before reading a body whose Content-Length is over it, and stops
+    # reading a chunked one as soon as it passes it: the server never holds more. Gradio passes app_kwargs on.
+    app_kwargs = {**(options.pop("app_kwargs", None) or {}), "max_body_size": limits.max_request_bytes}
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=limits.max_upload_bytes,  # bytes: Gradio refuses bigger uploads outright
+        max_file_size=limits.max_upload_bytes,  # bytes: Gradio refuses bigger uploads with its own message
+        app_kwargs=app_kwargs,
         **options,
     )
     return app

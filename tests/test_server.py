@@ -3,6 +3,7 @@ served on 127.0.0.1, the queues, `rnafm-hf serve`, `app.py`, and one submission 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import runpy
@@ -14,6 +15,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -73,8 +75,9 @@ def free_port() -> int:
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
+    """The arrays of an embeddings.npz by FASTA id, in input order: its index lists (id, name) pairs."""
     with np.load(path) as arrays:
-        return {name: arrays[name] for name in arrays.files}
+        return {str(identifier): arrays[name] for identifier, name in arrays["index"]}
 
 
 # ---- the work behind the page ------------------------------------------------------------------------------
@@ -152,10 +155,16 @@ def test_the_server_folds_like_the_fold_command_and_draws(server):
     ]
     with pytest.raises(RequestError, match=r"record 3 \('hairpin'\): duplicate id \(first at record 2\)"):
         server.fold(parse_pasted(TWO + f">hairpin\n{HAIRPIN}\n"))
-    with pytest.raises(
-        RequestError, match="Nothing could be folded:\nSkipping long: 1100 nt, longer than the 1022"
-    ):
-        server.fold([("long", "ACGU" * 275)])
+    # The rules of rnafm-hf fold and embed: listed before any compute, skipped only when asked.
+    with pytest.raises(RequestError, match=r"record 2 \('long'\): 1100 nt, longer than the 1022 nt") as error:
+        server.fold([("short", HAIRPIN), ("long", "ACGU" * 275)])
+    assert "tick 'Skip invalid sequences'" in str(error.value)
+    result = server.fold([("short", HAIRPIN), ("long", "ACGU" * 275)], skip_invalid=True)
+    assert list(result.stems) == ["short"] and "Skipping record 2 ('long')" in result.report
+    with zipfile.ZipFile(result.archive) as archive:
+        assert not [
+            name for name in archive.namelist() if name.startswith(".")
+        ]  # fold's bookkeeping stays out
 
 
 # ---- every action through the Python client, against the served app -----------------------------------------
@@ -196,7 +205,7 @@ def test_bad_input_gets_the_library_messages_through_the_client(client):
 
 def test_fold_and_show_structure_through_the_client(client, server):
     dot_brackets, chosen, heat_map, arcs, files, report, *_ = client.predict(
-        TWO, None, False, 0.34, api_name="/fold"
+        TWO, None, False, 0.34, False, api_name="/fold"
     )
     expected = server.fold_pipeline(HAIRPIN, threshold=0.34)["dot_bracket"]
     assert dot_brackets.splitlines()[3:6] == [">hairpin", HAIRPIN, expected]
@@ -232,7 +241,7 @@ def test_long_jobs_report_progress(client, server, monkeypatch):
 
     monkeypatch.setattr(server.fold_pipeline, "postprocess", slow_postprocess)
     four = "".join(f">s{number}\n{HAIRPIN}\n" for number in range(4))
-    job = client.submit(four, None, False, 0.34, api_name="/fold")
+    job = client.submit(four, None, False, 0.34, False, api_name="/fold")
     seen = set()
     while not job.done():
         seen |= {(unit.desc, unit.index, unit.length) for unit in job.status().progress_data or []}
@@ -269,7 +278,7 @@ def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
         waiting = client.submit(
             HAIRPIN, None, 2, "mean", False, api_name="/embed"
         )  # same queue: waits its turn
-        folded = client.submit(HAIRPIN, None, False, 0.34, api_name="/fold").result(timeout=60)
+        folded = client.submit(HAIRPIN, None, False, 0.34, False, api_name="/fold").result(timeout=60)
         assert HAIRPIN in folded[0]
         assert not embedding.done() and not waiting.done()
         release.set()
@@ -278,6 +287,82 @@ def test_a_long_embedding_job_does_not_hold_up_folding(server, monkeypatch):
     finally:
         release.set()
         app.close()
+
+
+def test_npz_names_are_safe_file_names_and_the_index_maps_the_ids(client, rna_folder):
+    fasta = f">../../x\n{HAIRPIN}\n>index\nACGU\n>hairpin\nGGCC\n"
+    path, report = client.predict(fasta, None, 2, "mean", False, api_name="/embed")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    assert names == ["_.._x.npy", "index_2.npy", "hairpin.npy", "index.npy"]
+    with np.load(path) as arrays:
+        assert arrays["index"].tolist() == [
+            ["../../x", "_.._x"],
+            ["index", "index_2"],
+            ["hairpin", "hairpin"],
+        ]
+    expected = dict(
+        embed(parse_pasted(fasta), rna_folder, layers=2, pooling="mean", progress=False, log=None)
+    )
+    arrays = read_npz(path)
+    assert list(arrays) == ["../../x", "index", "hairpin"]
+    for identifier, array in expected.items():
+        np.testing.assert_array_equal(arrays[identifier], array)
+    assert "Stored under safe file names: '../../x' as '_.._x', 'index' as 'index_2'." in report
+
+
+def test_ids_are_escaped_in_the_messages_the_page_shows(client):
+    """Gradio shows an error's message as HTML: an id holding markup comes back escaped, as text."""
+    with pytest.raises(AppError) as refused:
+        client.predict(
+            ">a\nACGU\n><img/src=x/onerror=alert(1)>\nACXGU\n", None, 2, "none", False, api_name="/embed"
+        )
+    message = str(refused.value)
+    assert "record 2 ('&lt;img/src=x/onerror=alert(1)&gt;'): letters outside" in message
+    assert "<img" not in message
+
+
+def test_a_fold_request_over_the_cost_bound_is_refused_before_any_compute(client, server, monkeypatch):
+    def no_folding(*args, **kwargs):
+        raise AssertionError("folded a request over the cost bound")
+
+    monkeypatch.setattr("rnafm_hf.folding.fold_fasta", no_folding)
+    monkeypatch.setattr(server, "limits", dataclasses.replace(LIMITS, max_fold_cost=8_000))
+    with pytest.raises(
+        AppError, match=r"costs 8,912 nt² .*; this server folds at most 8,000 nt² per request"
+    ):
+        client.predict(TWO, None, False, 0.34, False, api_name="/fold")  # 76² + 56²
+    monkeypatch.setattr(server, "limits", ServerLimits())
+    longest = "ACGU" * 255 + "AC"  # 1,022 nt: the longest the model folds
+    assert ServerLimits().max_fold_cost >= len(longest) ** 2  # one of them alone is allowed
+    with pytest.raises(RequestError, match=r"costs 19,845,196 nt² .* at most 1,100,000 nt² per request"):
+        server.fold([(f"s{number}", longest) for number in range(19)])
+
+
+def send_and_read_status(url: str, head: bytes, body: bytes) -> bytes:
+    """Send a request's head and the start of its body, then read the status line while the rest is unsent."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head + body)
+        return connection.makefile("rb").readline()
+
+
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read(client, server):
+    """413 from the HTTP layer, before the server holds the body: a declared length over the limit is refused
+    with the body still unsent, and a chunked body as soon as it passes the limit."""
+    limit = server.limits.max_request_bytes
+    assert limit == 2 * LIMITS.max_upload_bytes + 2**16
+    start = b'{"data": ["' + b"A" * 60_000
+    head = (
+        b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 60000000\r\n\r\n"
+    )
+    assert send_and_read_status(client.src, head, start).startswith(b"HTTP/1.1 413")
+    chunked = head.replace(b"Content-Length: 60000000", b"Transfer-Encoding: chunked")
+    chunk = b"A" * 16_384
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // len(chunk) + 1))
+    refused = send_and_read_status(client.src, chunked, chunks)  # the final, empty chunk is never sent
+    assert refused.startswith(b"HTTP/1.1 413")
 
 
 # ---- one command, and the Space ------------------------------------------------------------------------------
