@@ -4,12 +4,15 @@ SUBCOMMAND --help` for each)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# 0 done, 1 error (a failed check or the user's input), 2 usage (argparse's own).
+# 0 done, 1 error (a failed check or the user's input), 2 usage (argparse's own), 130 interrupted (Ctrl-C).
 EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+FILE_SYSTEM_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
 def _say(message: str) -> None:
@@ -89,6 +92,7 @@ def _fold(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         overwrite=args.overwrite,
+        skip_invalid=args.skip_invalid,
         log=_say,
     )
     print(summary_table(rows))
@@ -149,6 +153,7 @@ LIMIT_HELP = {
     "max_sequences": "sequences per request",
     "max_nucleotides": "nucleotides per request, in all",
     "max_upload_mb": "size of an uploaded file in MB",
+    "max_fold_cost": "sum of squared sequence lengths per fold request, in nt² (the pair head is quadratic)",
     "concurrency": "requests of each kind (embed, fold) run at once; the rest wait in the queue",
     "queue_size": "requests that may wait; more are turned away",
 }
@@ -225,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify-fasta",
         help="FASTA file of sequences to verify on (default: the original README's examples)",
     )
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier convert's files in the output folder (other files there are kept)",
+    )
     convert.add_argument(
         "--backbone",
         help="for a secondary-structure file: the RNA-FM backbone it was trained on (RNA-FM_pretrained.pth, "
@@ -274,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the secondary structure of every sequence in a FASTA file with a converted "
         "RNA-FM-ResNet folder; write one file per sequence and format, named after the FASTA id, and a summary.",
     )
-    fold.add_argument("fasta", help="FASTA file (plain or compressed)")
+    fold.add_argument("fasta", help="FASTA file (plain or compressed; - reads standard input)")
     fold.add_argument(
         "--model",
         default="rna-fm-ss",
@@ -307,7 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         help="torch device, e.g. cpu, cuda or cuda:1 (default: transformers' choice, a GPU if any)",
     )
-    fold.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    fold.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier fold run in the output folder (only its own files; others are kept)",
+    )
+    fold.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip (and list) duplicate ids, empty sequences, unknown characters, sequences over 1022 nt instead "
+        "of stopping",
+    )
     fold.set_defaults(handler=_fold)
 
     _add_embed_parser(commands)
@@ -360,7 +379,7 @@ def _add_embed_parser(commands) -> None:
         "command again finishes an interrupted run. Under `accelerate launch -m rnafm_hf embed ...` the processes "
         "share the work.",
     )
-    embed.add_argument("fasta", help="FASTA file (plain or compressed)")
+    embed.add_argument("fasta", help="FASTA file (plain or compressed; - reads standard input)")
     embed.add_argument("--model", default="rna-fm", help="converted folder or Hub id (default rna-fm)")
     embed.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     embed.add_argument(
@@ -421,7 +440,7 @@ def _add_embed_parser(commands) -> None:
     embed.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an earlier embed run in the output folder (its .npy files and shards are removed)",
+        help="replace an earlier embed run in the output folder (only its own files; others are kept)",
     )
     embed.add_argument(
         "--shard-mb",
@@ -460,8 +479,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"rnafm-hf {args.command}: {error}")
         return EXIT_ERROR
     except (ValueError, ImportError, OSError) as error:
-        _say(f"rnafm-hf {args.command}: error: {error}")
+        _say(f"rnafm-hf {args.command}: error: {_described(error)}")
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        _say(
+            f"rnafm-hf {args.command}: interrupted. Files are written whole or not at all; run the same command "
+            "again to finish (embed and fold resume)."
+        )
+        return EXIT_INTERRUPTED
+
+
+def _described(error: BaseException) -> str:
+    """The error in one line; for the file-system errors a user can fix, what happened to which file."""
+    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
+        where = f" while writing {error.filename}" if error.filename else ""
+        return f"{FILE_SYSTEM_ERRORS[error.errno]}{where}. Free space or choose another --output, then run again."
+    if isinstance(error, PermissionError):
+        return f"permission denied: {error.filename or error}. Choose a folder you may write to."
+    return str(error)
 
 
 if __name__ == "__main__":

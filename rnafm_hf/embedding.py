@@ -15,56 +15,28 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate, chain
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .fasta import read_fasta, unknown_letters
+from .devices import checked_device
 from .hub import check_model_name
 from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
+from .records import (  # noqa: F401 (InvalidSequencesError and read_inputs: imported from here by callers)
+    InputRules,
+    InvalidRecord,
+    InvalidSequencesError,
+    SequenceRecord,
+    checked,
+    read_inputs,
+)
 
 POOLINGS = ("none", "mean", "cls")
 LONG_MODES = ("error", "truncate", "window")
 MERGES = ("mean", "center")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_BATCH_TOKENS = 4096  # as fast as larger batches on a CPU, in less memory; raise it on a GPU
-MAX_LISTED = 20
 FLOAT16_REMEDY = "embed with dtype='bfloat16' or 'float32' (--dtype)."
-
-
-@dataclass(frozen=True)
-class SequenceRecord:
-    """One input sequence: its id, its 1-based number in the input, and its text (whitespace removed)."""
-
-    id: str
-    sequence: str
-    number: int
-
-
-@dataclass(frozen=True)
-class InvalidRecord:
-    """An input that cannot be embedded, and why."""
-
-    number: int
-    id: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"record {self.number} ({self.id!r}): {self.reason}"
-
-
-class InvalidSequencesError(ValueError):
-    """Raised before any compute when inputs cannot be embedded; `.invalid` lists them all."""
-
-    def __init__(self, invalid: Sequence[InvalidRecord]):
-        self.invalid = list(invalid)
-        listed = "\n".join(f"  {item}" for item in self.invalid[:MAX_LISTED])
-        more = f"\n  ... and {len(self.invalid) - MAX_LISTED} more" if len(self.invalid) > MAX_LISTED else ""
-        super().__init__(
-            f"{len(self.invalid)} input record(s) cannot be embedded:\n{listed}{more}\n"
-            "Fix them, or skip them with skip_invalid=True (--skip-invalid); skipped records are listed."
-        )
 
 
 @dataclass(frozen=True)
@@ -213,38 +185,6 @@ def stitch_windows(
     return result
 
 
-def read_inputs(
-    inputs: str | os.PathLike | Mapping[str, str] | Iterable[str | tuple[str, str]],
-) -> list[SequenceRecord]:
-    """
-    Records from a FASTA path (plain or compressed), a `{id: sequence}` mapping, or an iterable of sequences
-    (ids `"0"`, `"1"`, ...) or `(id, sequence)` pairs. Whitespace inside a sequence is removed.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        path = Path(inputs)
-        if not path.is_file():
-            hint = (
-                " To embed a sequence itself, pass a list: embed(['ACGU...'])."
-                if isinstance(inputs, str)
-                else ""
-            )
-            raise FileNotFoundError(f"No FASTA file {os.fspath(inputs)!r}.{hint}")
-        pairs: Iterable = read_fasta(path)
-    elif isinstance(inputs, Mapping):
-        pairs = inputs.items()
-    else:
-        pairs = ((str(n), item) if isinstance(item, str) else item for n, item in enumerate(inputs))
-    records = []
-    for number, pair in enumerate(pairs, 1):
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise ValueError(
-                f"Input {number} is {pair!r}: expected a sequence string or an (id, sequence) pair."
-            )
-        identifier, sequence = pair
-        records.append(SequenceRecord(str(identifier), "".join(str(sequence).split()), number))
-    return records
-
-
 class Embedder:
     """
     A loaded RNA-FM or mRNA-FM encoder with its tokenizer and the settings of a run: checks inputs, plans pieces
@@ -277,6 +217,12 @@ class Embedder:
             raise ValueError("float16 needs a GPU; on CPU use bfloat16 (fast where the CPU has AVX512-BF16).")
         self.model.to(self.device)
         self.valid_letters = tokenizer.valid_letters
+        self.rules = InputRules.of(
+            tokenizer,
+            self.limit,
+            allow_long=settings.long != "error",
+            long_remedy="use long='truncate' or long='window' (--long)",
+        )
         tokenizer_k_mer = len(tokenizer.token_pattern)  # "." or "..."
         if tokenizer_k_mer != self.k_mer:
             raise ValueError(
@@ -323,37 +269,7 @@ class Embedder:
 
     def check(self, records: Sequence[SequenceRecord]) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
         """Split records into those that can be embedded (normalised) and those that cannot, with reasons."""
-        valid, invalid, seen = [], [], {}
-        for record in records:
-            sequence = self.normalise(record.sequence)
-            reason = None
-            if not record.id:
-                reason = "the header has no id"
-            elif any(char in record.id for char in "\t\n\r") or record.id == "__metadata__":
-                reason = "ids may not hold tabs or line breaks, nor be __metadata__ (reserved by safetensors)"
-            elif record.id in seen:
-                reason = f"duplicate id (first at record {seen[record.id]})"
-            elif not sequence:
-                reason = "empty sequence"
-            elif self.k_mer == 3 and len(sequence) % 3:
-                reason = (
-                    f"length {len(sequence)} is not a multiple of 3 (remainder {len(sequence) % 3}); mRNA-FM "
-                    "reads whole codons from the first nucleotide"
-                )
-            elif unknown := unknown_letters(sequence, self.valid_letters, self.k_mer):
-                reason = f"letters outside the model's alphabet ({' '.join(self.valid_letters)}): {unknown}"
-            if reason is None and self.settings.long == "error" and self.tokens_of(sequence) > self.limit:
-                unit = "codons" if self.k_mer == 3 else "nt"
-                reason = (
-                    f"{self.tokens_of(sequence)} {unit}, longer than the {self.limit} {unit} the model reads; "
-                    "use long='truncate' or long='window' (--long)"
-                )
-            seen.setdefault(record.id, record.number)
-            if reason is None:
-                valid.append(SequenceRecord(record.id, sequence, record.number))
-            else:
-                invalid.append(InvalidRecord(record.number, record.id, reason))
-        return valid, invalid
+        return self.rules.check(records)
 
     # ---- planning --------------------------------------------------------------------------------------------
 
@@ -551,6 +467,7 @@ def load_encoder(
     memory instead of holding float32 weights plus autocast's reduced copies."""
     from transformers import AutoModel, AutoTokenizer
 
+    device = checked_device(device)
     if isinstance(model, (str, os.PathLike)):
         name = check_model_name(model)
         # float32 weights whatever the folder stores: --dtype decides the compute precision. torch's GELU kernel,
@@ -668,17 +585,16 @@ def checked_records(
     log: Callable[[str], None] | None,
 ) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
     """The records to embed and those skipped; invalid ones raise `InvalidSequencesError` unless `skip_invalid`."""
-    if not records:
-        raise ValueError("The input holds no sequences.")
-    valid, invalid = embedder.check(records)
-    if invalid and not skip_invalid:
-        raise InvalidSequencesError(invalid)
-    if not valid:
-        raise InvalidSequencesError(invalid)  # every record skipped: nothing would be embedded
+    valid, invalid = checked(
+        embedder.rules,
+        records,
+        skip_invalid,
+        log,
+        "embedded",
+        "skip them with skip_invalid=True (--skip-invalid)",
+    )
     if log is None:
         return valid, invalid
-    for item in invalid:
-        log(f"Skipping {item}")
     if embedder.settings.long == "truncate":  # named, so that nothing is shortened silently
         for record in valid:
             if embedder.tokens_of(record.sequence) > embedder.limit:

@@ -1,29 +1,37 @@
-"""Fold every sequence of a FASTA file and write one structure file per sequence and format (`rnafm-hf fold`)."""
+"""Fold every sequence of a FASTA file and write one structure file per sequence and format (`rnafm-hf fold`).
+
+The output folder is an `OutputFolder` of the command (owned, locked while a run writes it); every file appears
+under its final name only when complete, `summary.tsv` last, and running the same command again after a kill or a
+failure folds only the records whose files are not all there, in the batches the first run planned.
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .drawing import PLOT_INSTALL, plot_structure
-from .fasta import UNSAFE_NAME, read_fasta, safe_stems, unknown_letters
+from .fasta import safe_stems
 from .hub import check_model_name
 from .model_loading import NonFiniteOutputError
+from .output_folder import Journal, OutputFolder, input_fingerprint, model_fingerprint
 from .pipeline import load_structure_pipeline
+from .records import checked, read_inputs
 from .structure import FORMATS, SecondaryStructure
-from .tokenization_rnafm import UnknownResidueWarning
 
 if TYPE_CHECKING:
     from transformers import Pipeline
 
 OUTPUT_FORMATS = (*FORMATS, "npy")
 SUMMARY_NAME = "summary.tsv"
+PLOT_FORMAT = "png"
+FINISHED = "records"  # the journal of finished records: their summary rows, for a resumed run
 SS_CHECKPOINT = "RNA-FM-ResNet_PDB-All.pth"
 
 
@@ -45,31 +53,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
 
 
-def _clear_output(output_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder, unless `overwrite` and it is an earlier `fold` output: then remove the files that
-    run wrote (listed in its summary), so no stale structure outlives the new run."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"{output_dir} exists and is not a folder; choose another --output.")
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{output_dir} is not empty; choose another --output or pass --overwrite to replace an earlier fold there."
-        )
-    summary = output_dir / SUMMARY_NAME
-    if not summary.is_file():
-        raise FileExistsError(
-            f"{output_dir} has no {SUMMARY_NAME}: not written by rnafm-hf fold, so not replaced."
-        )
-    for line in summary.read_text(encoding="utf-8").splitlines()[1:]:
-        stem = line.split("\t")[1] if line.count("\t") >= 1 else ""
-        if not stem or UNSAFE_NAME.search(stem) or stem.startswith("."):
-            continue  # only names fold itself writes: nothing outside the folder
-        for suffix in (*OUTPUT_FORMATS, "png"):
-            (output_dir / f"{stem}.{suffix}").unlink(missing_ok=True)
-    summary.unlink()
-
-
 def fold_fasta(
     fasta: str | os.PathLike,
     model: str | os.PathLike | Pipeline = "rna-fm-ss",
@@ -82,17 +65,24 @@ def fold_fasta(
     batch_size: int = 4,
     device: str | None = None,
     overwrite: bool = False,
+    skip_invalid: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[FoldedRecord]:
     """
     Predict the structure of every sequence in `fasta` with a converted secondary-structure folder and write, per
     sequence, `<id>.ct`, `.bpseq`, `.dbn` and `.npy` (the probability map), as `formats` selects, plus a `.png`
-    heat map with `plot`, and `summary.tsv` for all. A sequence longer than the model reads, or empty, is
-    reported by id and skipped; the others still fold. A folder that does not hold what the model needs raises
+    heat map with `plot`, and `summary.tsv` for all, last. Records are checked before any compute by the rules
+    `embed` applies (`rnafm_hf.records`): duplicate ids, empty records, letters outside the alphabet and sequences
+    longer than the model reads are listed (number, id, position) in one `InvalidSequencesError`, or, with
+    `skip_invalid`, skipped, logged and listed in the summary. A folder that does not hold what the model needs raises
     `ModelFolderError`, and a map holding NaN or Inf raises `NonFiniteOutputError` naming the record (nothing is
     written for it, nor the summary). Returns the summary rows in FASTA order. `model` may also be
     a loaded `pipeline("rna-secondary-structure")`, which a server folds many requests with.
+
+    Calling it again with the same inputs and settings (the model's weights, formats, threshold, canonical_only,
+    plot and batch_size) finishes an interrupted run; other settings need another folder or `overwrite=True`,
+    which removes the files the earlier run wrote and nothing else. A folder that `fold` did not write is refused.
 
     Example:
 
@@ -108,11 +98,11 @@ def fold_fasta(
     output_dir = Path(output_dir)
     if not isinstance(model, Pipeline):
         model = check_model_name(model, SS_CHECKPOINT)  # loaded below, once the inputs are checked
-    records = read_fasta(fasta)
+    records = read_inputs(fasta)
     if not records:
         raise ValueError(f"{fasta} holds no sequences.")
     formats = tuple(formats)
-    if not formats or (unknown := [name for name in formats if name not in OUTPUT_FORMATS]):
+    if not formats or any(name not in OUTPUT_FORMATS for name in formats):
         raise ValueError(f"Unknown or no formats {list(formats)}; choose from {','.join(OUTPUT_FORMATS)}.")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold is a probability, between 0 and 1; got {threshold}.")
@@ -121,53 +111,88 @@ def fold_fasta(
             import matplotlib  # noqa: F401
         except ImportError as error:
             raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from error
-    _clear_output(output_dir, overwrite)
+    output = OutputFolder(output_dir, "fold")
+    output.check()  # a folder fold did not write is refused before the model loads
     fold = model if isinstance(model, Pipeline) else load_structure_pipeline(model, device=device)
-    limit = fold.model.config.max_tokens - 2
-    valid = fold.tokenizer.valid_letters
-
+    valid, invalid = checked(
+        fold.rules, records, skip_invalid, log, "folded", "skip them with skip_invalid=True (--skip-invalid)"
+    )
+    reasons = {item.number: item.reason for item in invalid}
+    sequences = {record.number: record.sequence for record in valid}
     rows, jobs = [], []
-    for (identifier, raw), stem in zip(records, safe_stems([i for i, _ in records]), strict=True):
-        sequence = "".join(raw.split()).upper().replace("T", "U")
-        row = FoldedRecord(identifier, len(sequence), stem)
+    for record, stem in zip(records, safe_stems([record.id for record in records]), strict=True):
+        row = FoldedRecord(record.id, len(sequences.get(record.number, record.sequence)), stem)
+        row.skipped = reasons.get(record.number)
         rows.append(row)
-        if not sequence:
-            row.skipped = "empty sequence"
-        elif len(sequence) > limit:
-            row.skipped = f"{len(sequence)} nt, longer than the {limit} nt RNA-FM reads"
-        if row.skipped:
-            log(f"Skipping {identifier}: {row.skipped}.")
-            continue
-        if unknown := unknown_letters(sequence, valid):
-            log(f"{identifier}: not in the nucleotide alphabet, read as <unk>: {unknown}.")
-        jobs.append((row, sequence))
+        if row.skipped is None:
+            jobs.append((row, sequences[record.number]))
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     jobs.sort(key=lambda job: len(job[1]))  # similar lengths batch with little padding
     options: dict[str, Any] = {"canonical_only": canonical_only, "return_probabilities": True}
     if threshold is not None:
         options["threshold"] = threshold
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownResidueWarning)  # already reported above, by id
-        results = fold((sequence for _, sequence in jobs), batch_size=batch_size, **options)
+    settings = {
+        "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(fold).__name__,
+        "model_fingerprint": model_fingerprint(fold.model),
+        "input_fingerprint": input_fingerprint((record.id, record.sequence) for record in records),
+        "formats": list(formats),
+        "threshold": fold.model.config.ss_threshold if threshold is None else threshold,
+        "canonical_only": canonical_only,
+        "plot": plot,
+        "batch_size": batch_size,  # the batches' padding may change the last bits of a map
+    }
+    suffixes = [*formats, *([PLOT_FORMAT] if plot else [])]
+    planned = [SUMMARY_NAME, *(f"{row.stem}.{suffix}" for row, _ in jobs for suffix in suffixes)]
+    with output.locked():
+        output.claim(settings, overwrite, planned, ignore=("model",))  # the model folder may be renamed
+        finished = output.journal(FINISHED)
+        done = _finished_rows(finished, output_dir, suffixes)
+        batches = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
+        # Whole batches, as planned: a batch folds the same alone as after the others.
+        todo = [job for batch in batches if any(row.stem not in done for row, _ in batch) for job in batch]
+        for row, _ in jobs:
+            if row.stem in done:
+                row.pairs, row.multiplets, row.dot_bracket = done[row.stem]
+        if done:
+            log(f"Resuming: {len(done)} of {len(jobs)} sequences are already in {output_dir}.")
+        if todo:  # the run is not complete until the summary is written again
+            (output_dir / SUMMARY_NAME).unlink(missing_ok=True)
+        results = fold((sequence for _, sequence in todo), batch_size=batch_size, **options)
         # A plain generator: the pipeline's iterator has a __len__ that fails, which progress trackers call.
         results = (result for result in results)
-        bar = tqdm(results, total=len(jobs), desc="Folding", unit="seq", disable=not progress)
+        bar = tqdm(results, total=len(todo), desc="Folding", unit="seq", disable=not progress)
         try:
-            for (row, _), result in zip(jobs, bar, strict=True):
-                _write_outputs(row, result, output_dir, formats, plot)
+            for (row, _), result in zip(todo, bar, strict=True):
+                if row.stem not in done:
+                    _write_outputs(row, result, output, formats, plot)
+                    finished.append([row.stem, row.pairs, row.multiplets, row.dot_bracket])
         except NonFiniteOutputError as error:  # it names the sequence; the record id says more
             identifier = next((row.id for row, sequence in jobs if sequence == error.sequence), None)
             if identifier is None:
                 raise
             raise NonFiniteOutputError(f"record {identifier!r}", error.cause, error.sequence) from None
-    _write_summary(rows, output_dir / SUMMARY_NAME)
+        _write_summary(rows, output)
     return rows
 
 
+def _finished_rows(
+    finished: Journal, output_dir: Path, suffixes: Sequence[str]
+) -> dict[str, tuple[int, int, str]]:
+    """stem -> (pairs, multiplets, dot-bracket) of the records an earlier run finished whose files are all there
+    (each record's line is appended once its files are in place)."""
+    done = {}
+    for entry in finished.read():
+        if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str):
+            stem, pairs, multiplets, dot_bracket = entry
+            if all((output_dir / f"{stem}.{suffix}").is_file() for suffix in suffixes):
+                done[stem] = (pairs, multiplets, dot_bracket)
+    return done
+
+
 def _write_outputs(
-    row: FoldedRecord, result: dict[str, Any], output_dir: Path, formats: Sequence[str], plot: bool
+    row: FoldedRecord, result: dict[str, Any], output: OutputFolder, formats: Sequence[str], plot: bool
 ) -> None:
+    """The record's files, each written whole under a temporary name and then renamed."""
     structure = SecondaryStructure(result["sequence"], result["pairs"], row.id)
     row.pairs, row.multiplets, row.dot_bracket = (
         len(structure.pairs),
@@ -175,22 +200,30 @@ def _write_outputs(
         result["dot_bracket"],
     )
     for name in formats:
-        path = output_dir / f"{row.stem}.{name}"
         if name == "npy":
-            np.save(path, result["probabilities"].astype(np.float32))
+            probabilities = result["probabilities"].astype(np.float32)
+            output.write(f"{row.stem}.npy", partial(_save_npy, array=probabilities))
         else:
-            structure.write(path, name)
+            output.write_text(f"{row.stem}.{name}", structure.to_text(name))
     if plot:
-        plot_structure(result["probabilities"], structure, output_dir / f"{row.stem}.png")
+        output.write(
+            f"{row.stem}.{PLOT_FORMAT}",
+            lambda temporary: plot_structure(result["probabilities"], structure, temporary),
+        )
 
 
-def _write_summary(rows: Sequence[FoldedRecord], path: Path) -> None:
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # np.save would add .npy to a temporary name
+        np.save(handle, array)
+
+
+def _write_summary(rows: Sequence[FoldedRecord], output: OutputFolder) -> None:
     lines = ["id\tfile\tlength\tpairs\tmultiplets\tdot_bracket\tskipped"]
     for row in rows:
         stem = None if row.skipped else row.stem
         values = [row.id, stem, row.length, row.pairs, row.multiplets, row.dot_bracket, row.skipped]
         lines.append("\t".join("" if value is None else str(value) for value in values))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write_text(SUMMARY_NAME, "\n".join(lines) + "\n")
 
 
 def summary_table(rows: Sequence[FoldedRecord]) -> str:

@@ -10,7 +10,9 @@ from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .auto import AutoModelForContactPrediction
+from .devices import checked_device
 from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
+from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord
 from .structure import fold_probabilities
 
 TASK = "rna-secondary-structure"
@@ -78,19 +80,36 @@ class RnaSecondaryStructurePipeline(Pipeline):
         }
         return {}, {}, {key: value for key, value in options.items() if value is not None}
 
+    @property
+    def rules(self) -> InputRules:
+        """The input rules `embed` and `fold` apply too (`rnafm_hf.records`)."""
+        return InputRules.of(
+            self.tokenizer, self.model.config.max_tokens - 2, long_remedy="fold a shorter region"
+        )
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Fold one sequence or a list of them; a list is checked whole, before any compute, and every sequence
+        that cannot be folded is listed (by its 1-based number) in one `InvalidSequencesError`."""
+        if isinstance(inputs, (list, tuple)):
+            if bad := [item for item in inputs if not isinstance(item, str)]:
+                raise TypeError(f"Pass RNA sequences as strings, got {type(bad[0]).__name__}.")
+            records = [
+                SequenceRecord(f"sequence {n}", "".join(s.split()), n) for n, s in enumerate(inputs, 1)
+            ]
+            _, invalid = self.rules.check(records)
+            invalid = [item for item in invalid if not item.reason.startswith("duplicate id")]
+            if invalid:
+                raise InvalidSequencesError(invalid, "folded", "leave them out")
+        return super().__call__(inputs, *args, **kwargs)
+
     def preprocess(self, sequence: str) -> dict[str, Any]:
         if not isinstance(sequence, str):
             raise TypeError(f"Pass RNA sequences as strings, got {type(sequence).__name__}.")
-        residues = "".join(sequence.split()).upper().replace("T", "U")
-        if not residues:
-            raise ValueError("The sequence is empty; there is nothing to fold.")
+        residues = self.rules.normalise("".join(sequence.split()))
+        if reason := self.rules.reason("sequence", residues):
+            shown = sequence if len(sequence) <= 30 else f"{sequence[:30]}..."
+            raise InvalidSequencesError([InvalidRecord(1, shown, reason)], "folded", "leave it out")
         inputs = self.tokenizer(residues, return_tensors="pt")
-        limit = self.model.config.max_tokens - 2
-        if len(residues) > limit:
-            raise ValueError(
-                f"The sequence {sequence[:30]!r}... has {len(residues)} nt; RNA-FM reads at most {limit}. Fold a "
-                "shorter region (`rnafm-hf fold` skips and lists such sequences)."
-            )
         return {**inputs, "sequence": residues}
 
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +178,7 @@ def load_structure_pipeline(
     from transformers import AutoTokenizer, pipeline
 
     name = os.fspath(model)
+    device = checked_device(device) if isinstance(device, (str, torch.device)) else device
     loaded = load_model(name, AutoModelForContactPrediction, **{"dtype": "auto", **model_kwargs})
     return pipeline(TASK, model=loaded, tokenizer=AutoTokenizer.from_pretrained(name), device=device)
 

@@ -22,6 +22,8 @@ torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+# With a small structure head too, so that folding is fast.
+TINY_STRUCTURE = {**TINY, "ss_head_reduction": 8, "ss_head_channels": 8, "ss_head_blocks": 4}
 
 
 def tiny_config(**overrides):
@@ -93,3 +95,15 @@ def full_mrna_fm_checkpoint(tmp_path_factory) -> Path:
         prefix="encoder_encoder",
         seed=12,
     )
+
+
+@pytest.fixture(scope="session")
+def structure_folder(tmp_path_factory) -> Path:
+    """A tiny secondary-structure folder written by save_pretrained (random weights, a small head)."""
+    from rnafm_hf import RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-ss")
+    torch.manual_seed(0)
+    RnaFmForSecondaryStructure(RnaFmConfig(**TINY_STRUCTURE)).save_pretrained(folder)
+    RnaFmTokenizer().save_pretrained(folder)
+    return folder

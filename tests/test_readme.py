@@ -147,7 +147,7 @@ def test_web_app_command_serves_the_quickstart_folders(tmp_path):
     )
     try:
         client = Client(wait_for_url(server), verbose=False)
-        dot_brackets = client.predict(f">hairpin\n{HAIRPIN}", None, False, 0.5, api_name="/fold")[0]
+        dot_brackets = client.predict(f">hairpin\n{HAIRPIN}", None, False, 0.5, False, api_name="/fold")[0]
         assert dot_brackets.startswith(f">hairpin\n{HAIRPIN}\n")
     finally:
         server.terminate()

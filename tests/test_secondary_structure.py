@@ -8,25 +8,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA, read_fasta
+from conftest import TINY_STRUCTURE as TINY
 from original_checkpoints import SS_HEAD_NAME, original_structure_model, write_secondary_structure_checkpoint
 from transformers import AutoTokenizer, Trainer, TrainingArguments, pipeline
 
 import rnafm_hf
-from rnafm_hf import RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
+from rnafm_hf import InvalidSequencesError, RnaFmConfig, RnaFmForSecondaryStructure, RnaFmTokenizer
 from rnafm_hf.cli import main
 from rnafm_hf.conversion import convert_checkpoint
 from rnafm_hf.fasta import safe_stems
 from rnafm_hf.structure import SecondaryStructure, fold_probabilities
-
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "ss_head_reduction": 8,
-    "ss_head_channels": 8,
-    "ss_head_blocks": 4,
-}
 
 
 def records(name: str, count: int | None = None) -> list[tuple[str, str]]:
@@ -195,11 +186,12 @@ def test_pipeline_options_and_input_checks(folder):
         sequence[i] + sequence[j] in {"AU", "UA", "GC", "CG", "GU", "UG"} for i, j in canonical["pairs"]
     )
     assert fold(sequence.lower().replace("U", "t"))["dot_bracket"] == default["dot_bracket"]
-    with pytest.raises(ValueError, match="has 1100 nt; RNA-FM reads at most 1022"):
+    # embed's input rules (rnafm_hf.records): refused before any compute, with the position.
+    with pytest.raises(InvalidSequencesError, match="1100 nt, longer than the 1022 nt the model reads"):
         fold("A" * 1100)
-    with pytest.warns(rnafm_hf.UnknownResidueWarning, match="'X' at position 5"):
-        assert len(fold("ACGUXACGU")["dot_bracket"]) == 9
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidSequencesError, match="letters outside .*'X' at 5"):
+        fold("ACGUXACGU")
+    with pytest.raises(InvalidSequencesError, match="empty sequence"):
         fold(" ")
     with pytest.raises(TypeError, match="Unknown option.*treshold"):
         fold(sequence, treshold=0.5)
@@ -250,30 +242,31 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
         ">too/long|id\n" + "ACGU" * 300 + "\n>../hairpin one\nGGGGAAACCCC\n>empty\n\n>with_N\nGGGNAXACCC\n"
     )
     out = tmp_path / "out"
-    code = main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--formats", "dbn,ct"])
+    # Without --skip-invalid the run stops before any compute, listing all three.
+    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--formats", "dbn,ct"]) == 1
+    err = capsys.readouterr().err
+    assert "3 input record(s) cannot be folded" in err and not out.exists()
+    command = ["fold", str(fasta), "--model", str(folder), "-o", str(out), "--skip-invalid"]
+    code = main([*command, "--formats", "dbn,ct"])
     printed = capsys.readouterr()
     assert code == 0
-    assert "Skipping too/long|id: 1200 nt, longer than the 1022 nt RNA-FM reads" in printed.err
-    assert "Skipping empty: empty sequence" in printed.err
-    assert "with_N: not in the nucleotide alphabet, read as <unk>: 'X' at 6" in printed.err
-    assert "Folded 2 of 4 sequences" in printed.out and "skipped: 1200 nt" in printed.out
-    assert sorted(p.name for p in out.iterdir()) == [
-        "_hairpin.ct", "_hairpin.dbn", "summary.tsv", "with_N.ct", "with_N.dbn",
-    ]  # fmt: skip
-    # A non-empty output folder is not written into without --overwrite; with it, the earlier run's files go.
-    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out)]) == 1
-    assert "--overwrite" in capsys.readouterr().err
     assert (
-        main(
-            ["fold", str(fasta), "--model", str(folder), "-o", str(out), "--formats", "bpseq", "--overwrite"]
-        )
-        == 0
+        "Skipping record 1 ('too/long|id'): 1200 nt, longer than the 1022 nt the model reads" in printed.err
     )
-    assert sorted(p.name for p in out.iterdir()) == ["_hairpin.bpseq", "summary.tsv", "with_N.bpseq"]
+    assert "Skipping record 3 ('empty'): empty sequence" in printed.err
+    assert "Skipping record 4 ('with_N'): letters outside the model's alphabet" in printed.err
+    assert "'X' at 6" in printed.err
+    assert "Folded 1 of 4 sequences" in printed.out and "skipped: 1200 nt" in printed.out
+    assert outputs(out) == ["_hairpin.ct", "_hairpin.dbn", "summary.tsv"]
+    # Other settings are not mixed into an earlier run without --overwrite; with it, the earlier run's files go.
+    assert main([*command, "--formats", "bpseq"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*command, "--formats", "bpseq", "--overwrite"]) == 0
+    assert outputs(out) == ["_hairpin.bpseq", "summary.tsv"]
     assert "\ntoo/long|id\t\t1200\t" in (out / "summary.tsv").read_text()  # a skipped row names no file
     (out / "mine.txt").write_text("keep")
-    (out / "summary.tsv").unlink()
-    assert main(["fold", str(fasta), "--model", str(folder), "-o", str(out), "--overwrite"]) == 1
+    (out / ".rnafm-hf.json").unlink()  # no longer marked as fold's
+    assert main([*command, "--overwrite"]) == 1
     assert "not written by rnafm-hf fold" in capsys.readouterr().err and (out / "mine.txt").exists()
     assert main(["fold", str(fasta), "-o", str(tmp_path / "y")]) == 1
     assert "No model folder 'rna-fm-ss': convert RNA-FM-ResNet_PDB-All.pth first" in capsys.readouterr().err
@@ -281,6 +274,11 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
         main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 1
     )
     assert "choose from ct,bpseq,dbn,npy" in capsys.readouterr().err
+
+
+def outputs(folder) -> list[str]:
+    """The files fold wrote, without the folder's bookkeeping (`.rnafm-hf.*`)."""
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith(".rnafm-hf."))
 
 
 def test_fold_plot_without_matplotlib_says_how_to_install(folder, tmp_path, monkeypatch, capsys):
