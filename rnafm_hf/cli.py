@@ -173,6 +173,17 @@ def _end_processes() -> bool:
     return is_main
 
 
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1, or a usage error before anything runs."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}")
+    return value
+
+
 def _layer_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -308,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fold.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=4,
         help="sequences per forward pass (default 4; one 1000-nt sequence adds about 1.2 GB on CPU)",
     )
@@ -403,7 +414,7 @@ def _add_embed_parser(commands) -> None:
     )
     embed.add_argument(
         "--batch-tokens",
-        type=int,
+        type=_positive_int,
         default=DEFAULT_BATCH_TOKENS,
         help=f"model tokens per batch, packed without padding (default {DEFAULT_BATCH_TOKENS})",
     )
@@ -421,9 +432,11 @@ def _add_embed_parser(commands) -> None:
         help="sequences over 1022 nt (codons for mRNA-FM): error (default, before any compute), truncate to the "
         "first 1022, or window",
     )
-    embed.add_argument("--window-size", type=int, help="tokens per window with --long window (default 1022)")
     embed.add_argument(
-        "--window-stride", type=int, help="tokens between window starts (default half a window)"
+        "--window-size", type=_positive_int, help="tokens per window with --long window (default 1022)"
+    )
+    embed.add_argument(
+        "--window-stride", type=_positive_int, help="tokens between window starts (default half a window)"
     )
     embed.add_argument(
         "--window-merge",
@@ -444,7 +457,7 @@ def _add_embed_parser(commands) -> None:
     )
     embed.add_argument(
         "--shard-mb",
-        type=int,
+        type=_positive_int,
         default=DEFAULT_SHARD_MB,
         help=f"size of safetensors shards in MB (default {DEFAULT_SHARD_MB}; a shard is also closed after "
         f"{SHARD_SECONDS} s of work, so a killed run loses at most that)",

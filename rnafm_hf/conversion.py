@@ -8,6 +8,7 @@ The command-line doors are `rnafm-hf convert` and `conversion/convert_original_t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -28,7 +29,7 @@ from .hub import resolve_checkpoint
 from .model_card import DEFAULT_BASE_MODEL, render_model_card
 from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
 from .original_checkpoint import OriginalCheckpoint, build_model, read_original
-from .output_folder import OutputFolder, hold_lock, sibling_lock
+from .output_folder import NoSpaceError, OutputFolder, hold_lock, sibling_lock
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
@@ -135,7 +136,9 @@ def check_output_folder(output_dir: Path, overwrite: bool, checkpoint: Path | No
     one of its parents, or a folder holding the checkpoint itself.
     """
     target = output_dir.resolve()
-    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+    if output_dir.is_symlink():
+        raise FileExistsError(f"{output_dir} is a symbolic link; name a real folder as --output.")
+    if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"{output_dir} exists and is not a folder; choose another --output.")
     if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
         raise FileExistsError(f"--output {output_dir} is the working folder or above it; name a new folder.")
@@ -286,9 +289,13 @@ def convert_checkpoint(
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
         _move_into_place(staging, output_dir)
-    except BaseException:
+    except BaseException as error:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC and not error.filename:
+            # save_pretrained's writers do not say which file; the folder being written is what the user chose.
+            message = f"no space left on device while writing {output_dir}"
+            raise NoSpaceError(errno.ENOSPC, message, os.fspath(output_dir)) from error
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

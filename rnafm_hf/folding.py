@@ -8,7 +8,7 @@ failure folds only the records whose files are not all there, in the batches the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -54,7 +54,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def fold_fasta(
-    fasta: str | os.PathLike,
+    fasta: str | os.PathLike | Mapping[str, str] | Iterable[tuple[str, str]],
     model: str | os.PathLike | Pipeline = "rna-fm-ss",
     output_dir: str | os.PathLike = "structures",
     *,
@@ -70,7 +70,8 @@ def fold_fasta(
     log: Callable[[str], None] = print,
 ) -> list[FoldedRecord]:
     """
-    Predict the structure of every sequence in `fasta` with a converted secondary-structure folder and write, per
+    Predict the structure of every sequence in `fasta` (a FASTA path, `-` for standard input, or records as
+    `rnafm_hf.embed` takes them) with a converted secondary-structure folder and write, per
     sequence, `<id>.ct`, `.bpseq`, `.dbn` and `.npy` (the probability map), as `formats` selects, plus a `.png`
     heat map with `plot`, and `summary.tsv` for all, last. Records are checked before any compute by the rules
     `embed` applies (`rnafm_hf.records`): duplicate ids, empty records, letters outside the alphabet and sequences
@@ -98,9 +99,12 @@ def fold_fasta(
     output_dir = Path(output_dir)
     if not isinstance(model, Pipeline):
         model = check_model_name(model, SS_CHECKPOINT)  # loaded below, once the inputs are checked
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
     records = read_inputs(fasta)
     if not records:
-        raise ValueError(f"{fasta} holds no sequences.")
+        where = "Standard input" if isinstance(fasta, str) and fasta == "-" else "The input"
+        raise ValueError(f"{where} holds no sequences.")
     formats = tuple(formats)
     if not formats or any(name not in OUTPUT_FORMATS for name in formats):
         raise ValueError(f"Unknown or no formats {list(formats)}; choose from {','.join(OUTPUT_FORMATS)}.")

@@ -93,7 +93,7 @@ def loading_problems(info: dict[str, Any], allow_missing: Iterable[str] = ALLOWE
     return problems
 
 
-def _finite(tensor: torch.Tensor) -> bool:
+def is_finite(tensor: torch.Tensor) -> bool:
     """Whether a tensor is free of NaN and Inf, read off its extremes (amax and amin propagate NaN): no
     full-size mask, ~5x faster than `torch.isfinite(tensor).all()` on a CPU."""
     if not tensor.is_floating_point() or tensor.numel() == 0:
@@ -105,7 +105,7 @@ def non_finite_tensors(model: torch.nn.Module) -> list[str]:
     """Names of the model's parameters and buffers that hold NaN or Inf (two reductions per tensor; ~0.05 s for
     RNA-FM's 100 M parameters on a CPU)."""
     tensors = [*model.named_parameters(), *model.named_buffers()]
-    return sorted(name for name, tensor in tensors if not _finite(tensor.detach()))
+    return sorted(name for name, tensor in tensors if not is_finite(tensor.detach()))
 
 
 @contextmanager

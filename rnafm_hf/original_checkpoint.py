@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .configuration_rnafm import MRNA_FM_PRESET, RNA_FM_PRESET, RnaFmConfig
+from .model_loading import is_finite
 from .modeling_rnafm import RnaFmModel, RnaFmPreTrainedModel
 from .safe_loading import UnsafeCheckpointError, load_checkpoint_safely
 from .structure_backbone import BackboneSettings, backbone_settings, check_backbone_weights, head_threshold
@@ -591,7 +592,7 @@ def _check_tensors(
             problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(expected[key])}")
         elif not counter and not tensor.is_floating_point():
             problems.append(f"{name} holds {tensor.dtype} numbers; weights are floating point")
-        elif not counter and not bool(torch.isfinite(tensor).all()):
+        elif not counter and not is_finite(tensor):
             bad = int((~torch.isfinite(tensor)).sum())
             problems.append(f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}")
     if problems:

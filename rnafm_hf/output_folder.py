@@ -154,6 +154,15 @@ def _is_bookkeeping(name: str) -> bool:
     return (match.group("name") if match else name).startswith(NAMESPACE)
 
 
+def _newer(version: str, than: str) -> bool:
+    """Whether release `version` comes after `than` (numeric parts compared; anything else counts as 0)."""
+
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(part) if part.isdigit() else 0 for part in text.split("+")[0].split("."))
+
+    return parts(version) > parts(than)
+
+
 def _version() -> str:
     from . import __version__
 
@@ -236,6 +245,8 @@ class OutputFolder:
     def check(self) -> bool:
         """Refuse a path that is a file, or a non-empty folder this command did not write (no marker, or another
         command's). True when the folder holds an earlier run of the command; False when it is absent or empty."""
+        if self.path.is_symlink() and not self.path.exists():
+            raise FileExistsError(f"{self.path} is a broken symbolic link; choose another --output.")
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"{self.path} exists and is not a folder; choose another --output.")
         if not self.path.is_dir():
@@ -253,6 +264,11 @@ class OutputFolder:
             raise FileExistsError(
                 f"{self.path} was written by rnafm-hf {marker.get('command')}, not {self.command}; choose another "
                 "--output."
+            )
+        if _newer(str(marker.get("version", "0")), _version()):
+            raise FileExistsError(
+                f"{self.path} was written by rnafm-hf {marker.get('version')}, newer than this one ({_version()}), "
+                "whose folders this version may not read right; use that version, or choose another --output."
             )
         return True
 

@@ -99,7 +99,7 @@ class RnaSecondaryStructurePipeline(Pipeline):
             _, invalid = self.rules.check(records)
             invalid = [item for item in invalid if not item.reason.startswith("duplicate id")]
             if invalid:
-                raise InvalidSequencesError(invalid, "folded", "leave them out")
+                raise InvalidSequencesError(invalid, "folded", "Fix them, or leave them out")
         return super().__call__(inputs, *args, **kwargs)
 
     def preprocess(self, sequence: str) -> dict[str, Any]:
@@ -108,7 +108,9 @@ class RnaSecondaryStructurePipeline(Pipeline):
         residues = self.rules.normalise("".join(sequence.split()))
         if reason := self.rules.reason("sequence", residues):
             shown = sequence if len(sequence) <= 30 else f"{sequence[:30]}..."
-            raise InvalidSequencesError([InvalidRecord(1, shown, reason)], "folded", "leave it out")
+            raise InvalidSequencesError(
+                [InvalidRecord(1, shown, reason)], "folded", "Fix it, or leave it out"
+            )
         inputs = self.tokenizer(residues, return_tensors="pt")
         return {**inputs, "sequence": residues}
 

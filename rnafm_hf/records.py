@@ -69,7 +69,11 @@ class InvalidSequencesError(ValueError):
         more = f"\n  ... and {len(self.invalid) - MAX_LISTED} more" if len(self.invalid) > MAX_LISTED else ""
         super().__init__(
             f"{len(self.invalid)} input record(s) cannot be {action}:\n{listed}{more}\n"
-            f"Fix them, or {remedy}; skipped records are listed."
+            + (
+                f"Fix them, or {remedy}; skipped records are listed."
+                if remedy.startswith("skip")
+                else f"{remedy}."
+            )
         )
 
 
@@ -176,7 +180,11 @@ def checked(
     if not records:
         raise ValueError("The input holds no sequences.")
     valid, invalid = rules.check(records)
-    if (invalid and not skip_invalid) or not valid:
+    if not valid and skip_invalid:
+        raise InvalidSequencesError(
+            invalid, action, f"No record is left to be {action} once they are skipped"
+        )
+    if invalid and not skip_invalid:
         raise InvalidSequencesError(invalid, action, remedy)
     if log is not None:
         for item in invalid:

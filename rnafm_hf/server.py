@@ -302,12 +302,10 @@ class RnaFmServer:
             raise RequestError("This server has no secondary-structure model: start it with --ss-model DIR.")
         self._check_fold_cost(records)
         folder = self._request_folder()
-        fasta = folder / "input.fasta"
-        fasta.write_text("".join(f">{identifier}\n{sequence}\n" for identifier, sequence in records))
         messages: list[str] = []
         try:
             rows = fold_fasta(
-                fasta,
+                records,  # as they are: the input rules see the very ids and sequences
                 self.fold_pipeline,
                 folder / "structures",
                 threshold=threshold,

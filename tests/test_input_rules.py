@@ -173,3 +173,62 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["fold", "x.fasta", "--no-such-option"])
     assert exited.value.code == 2
+
+
+def test_embed_checks_its_inputs_when_called_not_when_read(saved_folder):
+    """The iterator is lazy, the checks are not: bad input fails at the call, before a loop starts."""
+    with pytest.raises(InvalidSequencesError, match="'X' at 3"):
+        rnafm_hf.embed(["ACXU"], saved_folder, progress=False, log=None)
+    with pytest.raises(ValueError, match="Layer 9 does not exist"):
+        rnafm_hf.embed(["ACGU"], saved_folder, layers=9, progress=False, log=None)
+    vectors = rnafm_hf.embed(["ACGU"], saved_folder, progress=False, log=None)
+    assert [identifier for identifier, _ in vectors] == ["0"]
+
+
+def test_adversarial_findings(tmp_path, structure_folder, saved_folder, capsys, monkeypatch):
+    """Found by an adversarial sweep: a bad --batch-size is a usage error before any folder is claimed; --skip-invalid
+    with nothing left says so; a newer rnafm-hf's folder is not resumed; a broken link as --output is named; the
+    web app folds records as they are (an id holding a line break is refused, not split)."""
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nACGU\n")
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "fold",
+                str(fasta),
+                "--model",
+                str(structure_folder),
+                "-o",
+                str(tmp_path / "f"),
+                "--batch-size",
+                "0",
+            ]
+        )
+    assert exited.value.code == 2 and not (tmp_path / "f").exists()
+
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">a\nACXU\n")
+    assert (
+        main(
+            ["fold", str(bad), "--model", str(structure_folder), "-o", str(tmp_path / "g"), "--skip-invalid"]
+        )
+        == 1
+    )
+    assert "No record is left to be folded once they are skipped" in capsys.readouterr().err
+
+    out = tmp_path / "newer"
+    assert main(["fold", str(fasta), "--model", str(structure_folder), "-o", str(out)]) == 0
+    marker = out / ".rnafm-hf.json"
+    marker.write_text(marker.read_text().replace(f'"{rnafm_hf.__version__}"', '"99.0"'))
+    assert main(["fold", str(fasta), "--model", str(structure_folder), "-o", str(out)]) == 1
+    assert "newer than this one" in capsys.readouterr().err
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "zz")
+    assert main(["fold", str(fasta), "--model", str(structure_folder), "-o", str(tmp_path / "dangling")]) == 1
+    assert "is a broken symbolic link" in capsys.readouterr().err
+
+    from rnafm_hf.server import RequestError, RnaFmServer
+
+    server = RnaFmServer(saved_folder, structure_folder)
+    with pytest.raises(RequestError, match=r"record 1 \('x\\n>evil'\): ids may not hold"):
+        server.fold([("x\n>evil", "ACGU")])
