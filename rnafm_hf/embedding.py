@@ -505,7 +505,8 @@ def embed(
     log: Callable[[str], None] | None = print_to_stderr,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """
-    Embed sequences with RNA-FM or mRNA-FM and yield `(id, array)` per sequence, shortest first.
+    Embed sequences with RNA-FM or mRNA-FM: an iterator of `(id, array)` per sequence, shortest first. The inputs
+    are checked and the model loaded when `embed` is called; the arrays are computed as the iterator is read.
 
     `inputs`: a FASTA path, `{id: sequence}`, or a list of sequences (ids "0", "1", ...) or `(id, sequence)`
     pairs. `model`: a converted folder, a Hub id or a loaded `RnaFmModel` (then pass `tokenizer`). The array is
@@ -553,7 +554,18 @@ def embed(
         dtype=dtype,
     )
     check_batch_tokens(batch_tokens)
+    # Checked and loaded now, not when the first item is taken: bad input fails at the call.
     embedder, _, valid, _ = prepared(inputs, model, tokenizer, settings, device, skip_invalid, log)
+    return _embedded(embedder, valid, batch_tokens, progress, log)
+
+
+def _embedded(
+    embedder: Embedder,
+    valid: Sequence[SequenceRecord],
+    batch_tokens: int,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> Iterator[tuple[str, np.ndarray]]:
     statistics = RunStatistics()
     for record, array in embedder.run(valid, batch_tokens, progress, statistics=statistics):
         yield record.id, array
