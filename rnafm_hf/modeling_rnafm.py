@@ -26,7 +26,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .configuration_rnafm import RnaFmConfig
 
@@ -60,7 +61,9 @@ def average_product_correct(x: torch.Tensor) -> torch.Tensor:
     a1 = x.sum(-1, keepdim=True)
     a2 = x.sum(-2, keepdim=True)
     a12 = x.sum((-1, -2), keepdim=True)
-    return x - a1 * a2 / a12
+    # An all-zero map (an empty sequence) has a1 = a2 = 0: its correction is 0, not 0 / 0 (NaN, in the gradients
+    # too). Other maps keep their exact numbers.
+    return x - a1 * a2 / a12.masked_fill(a12 == 0, 1)
 
 
 def residue_mask_of(
@@ -68,8 +71,10 @@ def residue_mask_of(
     attention_mask: torch.Tensor | None,
     hidden: torch.Tensor,
     config: RnaFmConfig,
+    bounds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """True on residues: not padding, `<cls>` or `<eos>` (found by id, or by place without input_ids)."""
+    """True on residues: not padding, `<cls>` or `<eos>` (found by id, or by place without input_ids: the first
+    and last token of each row, or of each packed sequence within `bounds`)."""
     if input_ids is not None:
         mask = input_ids.ne(config.pad_token_id) if attention_mask is None else attention_mask.bool()
         return mask & input_ids.ne(config.eos_token_id) & input_ids.ne(config.bos_token_id)
@@ -78,6 +83,11 @@ def residue_mask_of(
         if attention_mask is None
         else attention_mask.bool().clone()
     )
+    if bounds is not None:
+        bounds = bounds.long().to(mask.device)
+        mask[0, bounds[:-1]] = False
+        mask[0, bounds[1:] - 1] = False
+        return mask
     last = mask.long().sum(-1) - 1
     mask[:, 0] = False
     mask[torch.arange(mask.shape[0], device=mask.device), last] = False
@@ -192,6 +202,96 @@ def eager_attention_forward(
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     output = torch.matmul(F.dropout(probs, p=dropout, training=module.training), value)
     return output.transpose(1, 2).contiguous(), probs
+
+
+def flattened_bounds(positions: torch.Tensor, first: int) -> list[int] | None:
+    """The bounds of the sequences marked by position ids that count each sequence from 0 or from `first`, as
+    `DataCollatorWithFlattening` writes them (`position_ids_start`); None for position ids of another form."""
+    starts = [0, *((positions[1:] - positions[:-1] != 1).nonzero().view(-1) + 1).tolist()]
+    start_values = set(positions[starts].tolist())
+    if len(start_values) != 1 or start_values.pop() not in (0, first):
+        return None
+    return [*starts, len(positions)]
+
+
+def read_packing(
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    kwargs: dict,
+    padding_idx: int,
+) -> tuple[torch.Tensor | None, str | None, torch.Tensor | None]:
+    """
+    How a batch is packed: the bounds of its packed sequences (None for a padded batch), the argument that gave
+    them, and the position ids left to use.
+
+    transformers' `DataCollatorWithFlattening` marks the sequences of its one-row batches by `cu_seq_lens_q` /
+    `cu_seq_lens_k`, by `seq_idx`, or by position ids that restart at each sequence (from 0 by default). RNA-FM
+    counts positions itself, as the original (`<cls>` at `padding_idx + 1`), whatever the collator counted from:
+    such position ids only mark the sequences, and one sequence alone needs no packing. Other position ids are
+    indices into the position table.
+    """
+    reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+    source = next((name for name in ("cu_seq_lens_q", "cu_seq_lens_k") if kwargs.get(name) is not None), None)
+    bounds = None if source is None else kwargs[source]
+    seq_idx = kwargs.get("seq_idx")
+    if position_ids is None and (bounds is not None or seq_idx is None):
+        return bounds, source, None
+    # Only one row without padding can hold packed sequences (_check_packing explains the other cases).
+    if reference.shape[0] != 1:
+        return bounds, source, position_ids
+    if attention_mask is not None:
+        padded = not bool(attention_mask.all())
+    else:
+        padded = input_ids is not None and bool(input_ids.eq(padding_idx).any())
+    if padded:
+        return bounds, source, position_ids
+    if bounds is None and seq_idx is not None:
+        seq_idx = seq_idx.reshape(-1)
+        changes = ((seq_idx[1:] != seq_idx[:-1]).nonzero().view(-1) + 1).tolist()
+        if changes:
+            source, bounds = "seq_idx", torch.tensor([0, *changes, len(seq_idx)], device=reference.device)
+    if position_ids is None or position_ids.numel() != reference.shape[1]:
+        return bounds, source, position_ids
+    first = padding_idx + 1
+    positions = position_ids.reshape(-1)
+    marked = flattened_bounds(positions, first)
+    if marked is None and bounds is not None:
+        raise ValueError(
+            f"Packed input ({source}) with position_ids that do not count each sequence from 0 or from {first}: "
+            "RNA-FM derives positions itself from the sequence bounds (with DataCollatorWithFlattening, pass "
+            "return_position_ids=False)."
+        )
+    if marked is None:
+        if bool((positions[1:] - positions[:-1] != 1).any()):
+            raise ValueError(
+                "position_ids restart within the row, as for packed sequences, but not as DataCollatorWithFlattening "
+                f"counts them: count each sequence 0, 1, 2, ... (or {first}, {first + 1}, ...), or pass "
+                "cu_seq_lens_q."
+            )
+        return None, None, position_ids  # one sequence, positions given as table indices
+    if bounds is not None and marked != bounds.tolist():
+        raise ValueError(
+            f"Packed input ({source}) with position_ids that restart at tokens {marked[:-1]}, not at the sequence "
+            f"starts {bounds.tolist()[:-1]}. RNA-FM counts positions itself from the sequence bounds (with "
+            "DataCollatorWithFlattening, keep its position ids as they are or pass return_position_ids=False)."
+        )
+    if bounds is None and len(marked) > 2:
+        source, bounds = "position_ids", torch.tensor(marked, device=reference.device)
+    return bounds, source, None
+
+
+def check_position_ids(position_ids: torch.Tensor, attention_mask: torch.Tensor, padding_idx: int) -> None:
+    """Position ids given as indices into the position table start, as the original's, at `padding_idx + 1`."""
+    first = padding_idx + 1
+    real = position_ids.expand_as(attention_mask)[attention_mask.bool()]
+    if real.numel() and int(real.min()) < first:
+        raise ValueError(
+            f"position_ids start at {int(real.min())} on a real token, but RNA-FM counts positions from "
+            f"padding_idx + 1 = {first} (the <cls> token), as the original does; the rows below are padding or "
+            f"were never trained. Leave position_ids out (RNA-FM derives them) or count from {first}."
+        )
 
 
 class PackedSequences:
@@ -552,6 +652,8 @@ class RnaFmSecondaryStructureHead(nn.Module):
         """`embeddings` (batch, L, hidden): residues only, zero where `residue_mask` (batch, L) is False."""
         reduced = self.reduction(embeddings)
         length = reduced.shape[1]
+        if length == 0:  # only empty sequences: an empty (batch, 0, 0) map, still in the graph
+            return reduced[..., :0]
         rows = reduced[:, :, None, :].expand(-1, -1, length, -1)
         # [e_i, e_j] for every pair, laid out as the original lays it out: the 1x1 convolution then sums in the
         # same order, and the map comes out bit-identical (an outer sum of two half-projections would save this
@@ -616,6 +718,26 @@ class RnaFmPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, std=0.001)
             nn.init.zeros_(module.bias)
 
+    def _refuse_packed_input(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        kwargs: dict,
+        why: str,
+    ) -> None:
+        """Heads with an output per sequence take padded batches only: packed input would be read as one sequence."""
+        _, source, _ = read_packing(
+            input_ids, inputs_embeds, attention_mask, position_ids, kwargs, self.config.pad_token_id
+        )
+        if source is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes padded batches: {why}, so it cannot read sequences packed into one "
+                f"row ({source}, as DataCollatorWithFlattening marks them). Pad the batch instead: "
+                "DataCollatorWithPadding, or rnafm_hf.DataCollatorForPairLabels for pair labels."
+            )
+
 
 class RnaFmModel(RnaFmPreTrainedModel):
     """
@@ -625,7 +747,9 @@ class RnaFmModel(RnaFmPreTrainedModel):
     `hidden_states` (with `output_hidden_states=True`) holds the embeddings and the output of every layer; the
     last entry is taken after the final LayerNorm, like `last_hidden_state` and like the original's
     `repr_layers`. `attentions` (with `output_attentions=True`) holds one (batch, heads, T, T) map per layer,
-    zero on padding rows and columns; asking for them runs the eager attention computation.
+    zero on padding rows and columns; asking for them runs the eager attention computation. They are the maps the
+    layers computed (before attention dropout), not copies, so gradients flow through them into the model, as
+    attribution methods need.
 
     Example:
 
@@ -643,9 +767,13 @@ class RnaFmModel(RnaFmPreTrainedModel):
     ```
 
     **Packed (padding-free) input.** Sequences of different lengths can also go end to end in one row, with
-    `cu_seq_lens_q` giving their bounds (as transformers' `DataCollatorWithFlattening(return_flash_attn_kwargs=True,
-    return_position_ids=False)` does): no token is spent on padding, each sequence attends to itself only and gets
-    the numbers it gets alone (within float rounding). This is how `rnafm_hf.embed` runs the model.
+    `cu_seq_lens_q` giving their bounds: no token is spent on padding, each sequence attends to itself only and
+    gets the numbers it gets alone (within float rounding). This is how `rnafm_hf.embed` runs the model. Every
+    batch of transformers' `DataCollatorWithFlattening` works too: its bounds (`return_flash_attn_kwargs=True`),
+    its `seq_idx`, or its position ids alone (the default), which restart at each sequence and so mark them.
+    RNA-FM numbers the positions itself, as the original (`<cls>` at `padding_idx + 1`), whether the collator
+    counts from 0 or from `position_ids_start`. The masked-LM and token-classification models take packed batches
+    the same way; the models with one output per sequence or per pair refuse them.
 
     ```python
     >>> ids = RnaFmTokenizer()(["GGGUGCGAUC", "ACGU"])["input_ids"]  # 12 and 6 tokens
@@ -673,6 +801,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -681,41 +810,43 @@ class RnaFmModel(RnaFmPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        cu_seq_lens_q: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BaseModelOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
 
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        bounds, source, position_ids = read_packing(
+            input_ids, inputs_embeds, attention_mask, position_ids, kwargs, self.config.pad_token_id
+        )
         packed = None
-        if cu_seq_lens_q is None:
+        if bounds is None:
             self._check_length(reference.shape[1])
         else:
             self._check_packing(
-                reference, cu_seq_lens_q, attention_mask, position_ids, output_attentions, kwargs
+                reference, bounds, source, attention_mask, position_ids, output_attentions, kwargs
             )
-            packed = PackedSequences(cu_seq_lens_q, reference.shape[1], self.config.max_tokens)
+            packed = PackedSequences(bounds, reference.shape[1], self.config.max_tokens)
         if attention_mask is None:
             attention_mask = (
                 input_ids.ne(self.config.pad_token_id)
                 if input_ids is not None and packed is None
                 else torch.ones(reference.shape, dtype=torch.long, device=reference.device)
             )
+        if position_ids is not None and packed is None:
+            check_position_ids(position_ids, attention_mask, self.config.pad_token_id)
         embeddings = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds, packed)
-        outputs = self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states, packed)
-        return outputs if return_dict else outputs.to_tuple()
+        return self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states, packed)
 
     def _check_packing(
         self,
         reference: torch.Tensor,
-        cu_seq_lens_q: torch.Tensor,
+        bounds: torch.Tensor,
+        source: str,
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         output_attentions: bool,
@@ -737,11 +868,11 @@ class RnaFmModel(RnaFmPreTrainedModel):
                 "output_attentions=True; attention maps of packed sequences are not returned, unpack them"
             )
         elif (bounds_k := kwargs.get("cu_seq_lens_k")) is not None and not torch.equal(
-            bounds_k.cpu(), cu_seq_lens_q.cpu()
+            bounds_k.cpu(), bounds.cpu()
         ):
-            problem = "cu_seq_lens_k different from cu_seq_lens_q; RNA-FM attends within each sequence"
+            problem = f"cu_seq_lens_k different from {source}; RNA-FM attends within each sequence"
         if problem is not None:
-            raise ValueError(f"Packed input (cu_seq_lens_q) with {problem}.")
+            raise ValueError(f"Packed input ({source}) with {problem}.")
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_tokens
@@ -757,7 +888,8 @@ class RnaFmModel(RnaFmPreTrainedModel):
 class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     """
     RNA-FM with its masked-language-model head (the pretraining objective). `labels` (batch, tokens) with -100
-    on positions to ignore give the usual cross-entropy loss.
+    on positions to ignore give the usual cross-entropy loss. Packed (padding-free) batches, as
+    `DataCollatorWithFlattening` makes them, give each sequence its own logits (see [`RnaFmModel`]).
 
     Example:
 
@@ -788,6 +920,7 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -797,10 +930,8 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> MaskedLMOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MaskedLMOutput:
         outputs = self.rnafm(
             input_ids,
             attention_mask=attention_mask,
@@ -809,6 +940,7 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
@@ -816,10 +948,9 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
             # transformers' masked-LM loss: with Trainer's `num_items_in_batch` it stays exact under gradient
             # accumulation.
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        output = MaskedLMOutput(
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 @dataclass
@@ -882,6 +1013,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
         if not config.contact_head_trained:
             logger.warning(UNTRAINED_CONTACT_HEAD_WARNING)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -891,11 +1023,17 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> RnaFmContactPredictionOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> RnaFmContactPredictionOutput:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        self._refuse_packed_input(
+            input_ids,
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            kwargs,
+            "its pair map comes from each sequence's own attention maps, one (L, L) map per sequence",
+        )
         outputs = self.rnafm(
             input_ids,
             attention_mask=attention_mask,
@@ -904,6 +1042,7 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
             output_attentions=True,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         residue_mask = residue_mask_of(input_ids, attention_mask, outputs.last_hidden_state, self.config)
         logits = self.contact_head(outputs.attentions, residue_mask)
@@ -912,13 +1051,12 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
             loss = pair_loss(
                 logits, labels.to(logits.device), residue_mask[:, 1:-1], kwargs.get("num_items_in_batch")
             )
-        output = RnaFmContactPredictionOutput(
+        return RnaFmContactPredictionOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions if output_attentions else None,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
@@ -965,6 +1103,7 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
         self.ss_head = RnaFmSecondaryStructureHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -974,10 +1113,16 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> RnaFmContactPredictionOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> RnaFmContactPredictionOutput:
+        self._refuse_packed_input(
+            input_ids,
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            kwargs,
+            "it pairs the residues of each sequence, one (L, L) map per sequence",
+        )
         outputs = self.rnafm(
             input_ids,
             attention_mask=attention_mask,
@@ -986,6 +1131,7 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         hidden = outputs.last_hidden_state
         residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
@@ -997,10 +1143,9 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
             loss = pair_loss(
                 logits, labels.to(logits.device), residue_mask[:, 1:-1], kwargs.get("num_items_in_batch")
             )
-        output = RnaFmContactPredictionOutput(
+        return RnaFmContactPredictionOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
@@ -1042,6 +1187,7 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
         self.classifier = RnaFmClassificationHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -1051,10 +1197,16 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
+        self._refuse_packed_input(
+            input_ids,
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            kwargs,
+            "it pools each sequence into one vector, for one label per sequence",
+        )
         outputs = self.rnafm(
             input_ids,
             attention_mask=attention_mask,
@@ -1063,6 +1215,7 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         hidden = outputs.last_hidden_state
         residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
@@ -1077,10 +1230,9 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
                 # transformers' MSE and BCE are means whatever Trainer counted; make them sums over its count of
                 # labels in the whole batch, as the cross-entropy is, so accumulation matches one large batch.
                 loss = loss * labels.numel() / torch.as_tensor(count, device=loss.device)
-        output = SequenceClassifierOutput(
+        return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 class RnaFmForTokenClassification(RnaFmPreTrainedModel):
@@ -1092,8 +1244,9 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
     `<cls>`). `labels` (batch, tokens) are aligned the same way, as transformers' token-classification recipe
     makes them; the loss is the cross-entropy over nucleotides only: `<cls>`, `<eos>` and padding are ignored
     whatever their label, and so is any position labelled -100. Under `Trainer`, which scales the loss by its own
-    count of labels, labels on those tokens are an error instead: label them -100, as below. The tokenizer's
-    `word_ids()` maps tokens to nucleotides (None on the special tokens):
+    count of labels, labels on those tokens are an error instead: label them -100, as below. Packed
+    (padding-free) batches from `DataCollatorWithFlattening` work as padded ones do (see [`RnaFmModel`]). The
+    tokenizer's `word_ids()` maps tokens to nucleotides (None on the special tokens):
 
     ```python
     >>> import torch
@@ -1123,6 +1276,7 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -1132,10 +1286,8 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> TokenClassifierOutput | tuple:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
         outputs = self.rnafm(
             input_ids,
             attention_mask=attention_mask,
@@ -1144,6 +1296,7 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         hidden = outputs.last_hidden_state
         logits = self.classifier(self.dropout(hidden))
@@ -1156,16 +1309,20 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
                     "tokens: give one label per token, -100 on <cls>, <eos> and padding (word_ids() maps tokens to "
                     "nucleotides; DataCollatorForTokenClassification pads the labels)."
                 )
-            residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config)
+            bounds = None
+            if input_ids is None:  # <cls> and <eos> found by place, so in each packed sequence
+                bounds, _, _ = read_packing(
+                    input_ids, inputs_embeds, attention_mask, position_ids, kwargs, self.config.pad_token_id
+                )
+            residue_mask = residue_mask_of(input_ids, attention_mask, hidden, self.config, bounds)
             if kwargs.get("num_items_in_batch") is not None:
                 check_no_labels_outside(
                     labels, residue_mask, "token", "word_ids() is None on <cls> and <eos>"
                 )
             loss = self.loss_function(logits, labels.masked_fill(~residue_mask, -100), self.config, **kwargs)
-        output = TokenClassifierOutput(
+        return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
