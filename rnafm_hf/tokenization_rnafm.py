@@ -1,18 +1,22 @@
 """Fast tokenizers for RNA-FM (nucleotides) and mRNA-FM (codons), with the original vocabularies and ids.
 
-Both run in the Rust `tokenizers` backend: normalisation (case, T->U, whitespace), splitting into residues or
-codons, the `<cls> ... <eos>` template, padding and truncation. A light check in Python reports characters that
-fall outside the alphabet (they become `<unk>`), names them with their position, and enforces whole codons.
+Everything that decides the ids runs in the Rust `tokenizers` backend, so the saved `tokenizer.json` alone (the
+`tokenizers` library, a plain `PreTrainedTokenizerFast`, transformers.js, Text Embeddings Inference) gives the
+same ids: the normaliser (whitespace removal, ASCII upper case, T->U), splitting into residues or codons, the
+`<cls> ... <eos>` template. Added tokens (`<mask>`, tokens from `add_tokens`) are matched on the exact text, before
+the normaliser. Python only checks: it names characters that fall outside the alphabet (they become `<unk>`) with
+their position, refuses them with `strict=True`, enforces whole codons and refuses sequence pairs.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import sys
 import warnings
 from typing import Any
 
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
@@ -29,8 +33,10 @@ CODONS = [
 ]  # fmt: skip
 NUCLEOTIDE_VOCAB = SPECIAL_TOKENS_START + NUCLEOTIDES + NULL_TOKENS + [MASK_TOKEN]
 CODON_VOCAB = SPECIAL_TOKENS_START + CODONS + NULL_TOKENS + [MASK_TOKEN]
-# The ASCII whitespace that `remove_whitespace` drops; the same set in Python and in the Rust normaliser.
+# The ASCII whitespace that `remove_whitespace` drops; the same set in Python and in the Rust normaliser (written
+# with escapes every regex engine reads: Oniguruma in `tokenizers`, JavaScript in transformers.js).
 WHITESPACE = " \t\n\r\x0b\x0c"
+WHITESPACE_PATTERN = r"[ \t\n\r\x0B\f]"
 MAX_REPORTED = 5
 
 
@@ -43,7 +49,8 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
     """Shared machinery of the nucleotide and codon tokenizers; see the subclasses."""
 
     vocabulary: list[str]
-    token_pattern: str  # one token per match of this regex over the normalised text
+    k_mer: int  # residues per token
+    token_pattern: str  # "." * k_mer, for callers that read k_mer from its length
     alphabet_name: str
     valid_letters: str  # letters that encode to a known token after normalisation
     model_input_names = ["input_ids", "attention_mask"]
@@ -70,10 +77,19 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
             )
         for rebuilt in ("merges", "post_processor", "tokenizer_file", "tokenizer_object"):
             kwargs.pop(rebuilt, None)
+        self._check_special_tokens(
+            cls_token=cls_token,
+            pad_token=pad_token,
+            eos_token=eos_token,
+            unk_token=unk_token,
+            mask_token=mask_token,
+        )
         self.do_upper_case = do_upper_case
         self.replace_t_with_u = replace_t_with_u
         self.remove_whitespace = remove_whitespace
         self.strict = strict
+        self._letters = str.maketrans(self._letter_mapping())
+        self._splitters: dict[tuple[int, bool], re.Pattern | None] = {}
         self._tokenizer = self._build_backend(str(cls_token), str(eos_token), str(unk_token))
         self._invalid_char = re.compile(f"[^{re.escape(self._accepted_characters())}]")
         kwargs.setdefault("extra_special_tokens", list(NULL_TOKENS))
@@ -91,9 +107,6 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
             model_max_length=model_max_length,
             **kwargs,
         )
-        self._special_token_split = re.compile(
-            "(" + "|".join(re.escape(t) for t in self.all_special_tokens) + ")"
-        )
 
     # ---- construction ----------------------------------------------------------------------------------------
 
@@ -101,12 +114,45 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
     def _vocab_dict(cls) -> dict[str, int]:
         return {token: index for index, token in enumerate(cls.vocabulary)}
 
+    @classmethod
+    def _check_special_tokens(cls, **tokens: Any) -> None:
+        """Each named special token must be one of the vocabulary's: the ids are fixed, a new one fits no model."""
+        vocab = cls._vocab_dict()
+        specials = [token for token in cls.vocabulary if token.startswith("<")]
+        for name, token in tokens.items():
+            if token is None and name in ("pad_token", "mask_token"):
+                continue
+            if str(token) not in vocab:
+                raise ValueError(
+                    f"{name}={str(token)!r} is not in the {cls.alphabet_name} vocabulary. {cls.__name__} keeps the "
+                    f"original RNA-FM ids; its special tokens are {', '.join(specials)}. Pick one of these (the "
+                    "defaults are <cls>, <pad>, <eos>, <unk> and <mask>)."
+                )
+
+    def _letter_mapping(self) -> dict[str, str]:
+        """Upper case (ASCII letters only, so every character keeps its offset) and T->U, as switched on."""
+        mapping = {letter: letter.upper() for letter in string.ascii_lowercase} if self.do_upper_case else {}
+        if self.replace_t_with_u:
+            mapping["T"] = "U"
+            if self.do_upper_case:
+                mapping["t"] = "U"
+        return mapping
+
     def _build_backend(self, cls_token: str, eos_token: str, unk_token: str) -> Tokenizer:
         vocab = self._vocab_dict()
         backend = Tokenizer(WordLevel(vocab, unk_token=unk_token))
+        steps = []
         if self.remove_whitespace:
-            backend.normalizer = normalizers.Replace(Regex(f"[{re.escape(WHITESPACE)}]"), "")
-        backend.pre_tokenizer = pre_tokenizers.Split(Regex(self.token_pattern), behavior="isolated")
+            steps.append(normalizers.Replace(Regex(WHITESPACE_PATTERN), ""))
+        if self.do_upper_case:  # `tokenizers` has Lowercase but no Uppercase
+            steps.extend(normalizers.Replace(letter, letter.upper()) for letter in string.ascii_lowercase)
+        if self.replace_t_with_u:
+            steps.append(normalizers.Replace("T", "U"))
+        if steps:
+            backend.normalizer = normalizers.Sequence(steps)
+        # Consecutive k-mers from the first residue, as fm's batch converter reads them; a shorter rest is one piece.
+        backend.pre_tokenizer = pre_tokenizers.Split(Regex(f"[\\s\\S]{{{self.k_mer}}}"), behavior="isolated")
+        # The pair template is ESM's, for runtimes that ask for one; the Python classes refuse pairs.
         backend.post_processor = processors.TemplateProcessing(
             single=f"{cls_token} $A {eos_token}",
             pair=f"{cls_token} $A {eos_token} $B:1 {eos_token}:1",
@@ -119,68 +165,103 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
         """Characters of the normalised text that encode to a known token (everything else becomes `<unk>`)."""
         return self.valid_letters + (WHITESPACE if self.remove_whitespace else "")
 
+    def _add_tokens(self, new_tokens: list[str | AddedToken], special_tokens: bool = False) -> int:
+        """Added tokens are matched on the exact text typed, before the residue normaliser (`normalized=False`):
+        a normalised `<lig>` or `Tx` would never match once the text is upper-cased and T turned into U."""
+        exact = [
+            AddedToken(token, special=special_tokens, normalized=False)
+            if isinstance(token, str)
+            else AddedToken(**{**token.__getstate__(), "normalized": False})
+            for token in new_tokens
+        ]
+        self._splitters.clear()
+        return super()._add_tokens(exact, special_tokens=special_tokens)
+
     # ---- input checks ----------------------------------------------------------------------------------------
 
-    def _segments(self, text: str) -> list[tuple[int, str]]:
-        """The stretches of `text` between special tokens, each with its start offset."""
-        if "<" not in text:
+    def _added_token_splitter(self, split_special_tokens: bool = False) -> re.Pattern | None:
+        """A regex that finds the added tokens as the backend does (leftmost, longest first), or None if none
+        apply; special ones are left out when `split_special_tokens` makes the backend read them as text."""
+        key = (self._tokenizer.get_vocab_size(with_added_tokens=True), split_special_tokens)
+        if key not in self._splitters:
+            added = self._tokenizer.get_added_tokens_decoder().values()
+            contents = sorted(
+                {token.content for token in added if not (split_special_tokens and token.special)},
+                key=len,
+                reverse=True,
+            )
+            self._splitters[key] = (
+                re.compile("(" + "|".join(map(re.escape, contents)) + ")") if contents else None
+            )
+        return self._splitters[key]
+
+    def _segments(self, text: str, splitter: re.Pattern | None) -> list[tuple[int, str]]:
+        """The stretches of `text` between added tokens, each with its start offset."""
+        if splitter is None or splitter.search(text) is None:
             return [(0, text)]
         segments, offset = [], 0
-        for i, part in enumerate(self._special_token_split.split(text)):
-            if i % 2 == 0:  # split() alternates stretch, special token, stretch, ...
+        for i, part in enumerate(splitter.split(text)):
+            if i % 2 == 0:  # split() alternates stretch, added token, stretch, ...
                 segments.append((offset, part))
             offset += len(part)
         return segments
+
+    def _normalise_letters(self, text: str) -> str:
+        """Upper case and T->U outside added tokens, as the backend's normaliser does; every character keeps its
+        offset (whitespace stays)."""
+        return self._normalise_outside(text, self._added_token_splitter())
+
+    def _normalise_outside(self, text: str, splitter: re.Pattern | None) -> str:
+        if not self._letters:
+            return text
+        if splitter is None or splitter.search(text) is None:
+            return text.translate(self._letters)
+        return "".join(
+            part if i % 2 else part.translate(self._letters) for i, part in enumerate(splitter.split(text))
+        )
 
     def _residue_count(self, segment: str) -> int:
         if self.remove_whitespace:
             return len(segment) - sum(segment.count(c) for c in WHITESPACE)
         return len(segment)
 
-    def _normalise_letters(self, text: str) -> str:
-        """Uppercase and T->U outside special tokens; both keep every character at its offset."""
-        if not (self.do_upper_case or self.replace_t_with_u):
-            return text
-
-        def normalise(stretch: str) -> str:
-            stretch = stretch.upper() if self.do_upper_case else stretch
-            return stretch.replace("T", "U") if self.replace_t_with_u else stretch
-
-        if "<" not in text:
-            return normalise(text)
-        return "".join(
-            part if i % 2 else normalise(part) for i, part in enumerate(self._special_token_split.split(text))
-        )
-
-    def _prepare_sequence(self, text: str, index: int) -> str:
-        """Normalise and check one input; returns the text for the Rust backend."""
-        text = self._normalise_letters(text)
+    def _prepare_sequence(self, text: str, index: int, splitter: re.Pattern | None) -> str:
+        """Check one input (warn, or raise in strict mode); returns the text for the backend, which normalises it."""
         if not (text.strip(WHITESPACE) if self.remove_whitespace else text):
             message = f"Sequence {index} is empty: it encodes to `<cls><eos>` only."
             if self.strict:
                 raise ValueError(f"{message} Remove empty sequences from the input.")
             _warn_from_caller(message)
             return text
-        text = self._check_length(text, index)
-        if self._invalid_char.search(text) is None:
+        text = self._check_length(text, index, splitter)
+        normalised = self._normalise_outside(text, splitter)
+        if self._invalid_char.search(normalised) is None:
             return text
+        segments = [
+            (offset, normalised[offset : offset + len(part)])
+            for offset, part in self._segments(text, splitter)
+        ]
         problems = [
             (offset + match.start(), match.group())
-            for offset, segment in self._segments(text)
+            for offset, segment in segments
             for match in self._invalid_char.finditer(segment)
         ]
         if problems:
-            self._report_unknown(problems, text, index)
+            self._report_unknown(problems, normalised, segments, index)
         return text
 
-    def _check_length(self, text: str, index: int) -> str:
+    def _check_length(self, text: str, index: int, splitter: re.Pattern | None) -> str:
         return text
 
-    def _describe_unknown(self, problems: list[tuple[int, str]], text: str) -> list[str]:
+    def _describe_unknown(
+        self, problems: list[tuple[int, str]], text: str, segments: list[tuple[int, str]]
+    ) -> list[str]:
         return [f"{char!r} at position {position + 1}" for position, char in problems]
 
-    def _report_unknown(self, problems: list[tuple[int, str]], text: str, index: int) -> None:
-        described = self._describe_unknown(problems, text)
+    def _report_unknown(
+        self, problems: list[tuple[int, str]], text: str, segments: list[tuple[int, str]], index: int
+    ) -> None:
+        described = self._describe_unknown(problems, text, segments)
         listed = ", ".join(described[:MAX_REPORTED]) + (
             f" and {len(described) - MAX_REPORTED} more" if len(described) > MAX_REPORTED else ""
         )
@@ -196,19 +277,52 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
             "Pass strict=True to the tokenizer to raise instead."
         )
 
-    def _checked(self, texts: Any, is_split_into_words: bool) -> Any:
-        if texts is None or is_split_into_words:
-            return texts
+    def _checked(self, texts: Any, splitter: re.Pattern | None) -> Any:
         if isinstance(texts, str):
-            return self._prepare_sequence(texts, 0)
+            return self._prepare_sequence(texts, 0, splitter)
         if isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts):
-            return [self._prepare_sequence(t, i) for i, t in enumerate(texts)]
+            return [self._prepare_sequence(t, i, splitter) for i, t in enumerate(texts)]
         return texts
 
-    def _encode_plus(self, text, text_pair=None, *args, is_split_into_words: bool = False, **kwargs):
-        text = self._checked(text, is_split_into_words)
-        text_pair = self._checked(text_pair, is_split_into_words)
-        return super()._encode_plus(text, text_pair, *args, is_split_into_words=is_split_into_words, **kwargs)
+    def _refuse_pairs(self, text: Any, text_pair: Any, is_split_into_words: bool) -> None:
+        """RNA-FM reads one sequence per input: fm has no pair format, so pairs are refused rather than guessed."""
+        pairs = text_pair is not None
+        if not pairs and isinstance(text, (list, tuple)):
+            if is_split_into_words:  # a batch of pre-split pairs: [(words, words), ...]
+                pairs = any(
+                    isinstance(t, (list, tuple)) and t and isinstance(t[0], (list, tuple)) for t in text
+                )
+            else:  # a batch of pairs: [(text, text), ...]
+                pairs = any(isinstance(t, (list, tuple)) for t in text)
+        if pairs:
+            raise ValueError(
+                f"{type(self).__name__} encodes one RNA sequence per input: RNA-FM has no sequence-pair format (the "
+                "original fm batch converter reads single sequences, and its (label, sequence) tuples are not "
+                "pairs). Pass a string or a list of strings, e.g. [sequence for _, sequence in data], and encode "
+                "two sequences separately."
+            )
+
+    def _encode_plus(
+        self,
+        text,
+        text_pair=None,
+        *args,
+        is_split_into_words: bool = False,
+        split_special_tokens: bool | None = None,
+        **kwargs,
+    ):
+        self._refuse_pairs(text, text_pair, is_split_into_words)
+        if text is not None and not is_split_into_words:
+            split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+            text = self._checked(text, self._added_token_splitter(split))
+        return super()._encode_plus(
+            text,
+            text_pair,
+            *args,
+            is_split_into_words=is_split_into_words,
+            split_special_tokens=split_special_tokens,
+            **kwargs,
+        )
 
 
 class RnaFmTokenizer(_RnaFmTokenizerBase):
@@ -216,10 +330,16 @@ class RnaFmTokenizer(_RnaFmTokenizerBase):
     Nucleotide tokenizer of RNA-FM: the original 25-token vocabulary and ids, one token per nucleotide between
     `<cls>` and `<eos>`.
 
-    Input is uppercased, `T` becomes `U` and whitespace inside a sequence is dropped (each switchable).
+    Input is upper-cased (ASCII letters), `T` becomes `U` and whitespace inside a sequence is dropped (each
+    switchable); this normalisation is part of the saved `tokenizer.json`, so other runtimes give the same ids.
     IUPAC codes (`R Y K M S W B D H V N`) and the gap `-` keep their own ids; any other character becomes
     `<unk>` with a warning that names it and its (1-based) position, or an error with `strict=True`.
-    Special tokens typed in the text, such as `<mask>`, stay single tokens.
+    Special tokens typed in the text, such as `<mask>`, and tokens from `add_tokens` are matched on their exact
+    text and stay single tokens. The special tokens must be the vocabulary's own.
+
+    RNA-FM reads one sequence per input (fm has no pair format): sequence pairs, as tuples or `text_pair=`,
+    raise a `ValueError`. The saved `tokenizer.json` keeps ESM's pair template, `<cls> A <eos> B <eos>`, for
+    runtimes that ask for one.
 
     Example:
 
@@ -235,6 +355,7 @@ class RnaFmTokenizer(_RnaFmTokenizerBase):
     """
 
     vocabulary = NUCLEOTIDE_VOCAB
+    k_mer = 1
     token_pattern = "."
     alphabet_name = "RNA-FM nucleotide"
     valid_letters = "".join(NUCLEOTIDES)
@@ -248,7 +369,8 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
     Normalisation is that of [`RnaFmTokenizer`]. A sequence whose length is not a multiple of 3 raises a
     `ValueError` giving its length and remainder; with `drop_partial_codon=True` the trailing partial codon is
     dropped with a warning instead. Codons holding anything but A, C, G, U (N, gaps, other letters) become
-    `<unk>` and are reported like unknown nucleotides.
+    `<unk>` and are reported like unknown nucleotides. The backend, and so `tokenizer.json` alone, reads the
+    normalised text in consecutive 3-mers (a shorter rest is one `<unk>`), as fm's batch converter does.
 
     Example:
 
@@ -262,6 +384,7 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
     """
 
     vocabulary = CODON_VOCAB
+    k_mer = 3
     token_pattern = "..."
     alphabet_name = "codon"
     valid_letters = "ACGU"
@@ -270,8 +393,8 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
         self.drop_partial_codon = drop_partial_codon
         super().__init__(drop_partial_codon=drop_partial_codon, **kwargs)
 
-    def _check_length(self, text: str, index: int) -> str:
-        segments = self._segments(text)
+    def _check_length(self, text: str, index: int, splitter: re.Pattern | None) -> str:
+        segments = self._segments(text, splitter)
         for number, (_, segment) in enumerate(segments):
             length = self._residue_count(segment)
             remainder = length % 3
@@ -299,10 +422,12 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
                 count -= 1
         return text[:end]
 
-    def _describe_unknown(self, problems: list[tuple[int, str]], text: str) -> list[str]:
+    def _describe_unknown(
+        self, problems: list[tuple[int, str]], text: str, segments: list[tuple[int, str]]
+    ) -> list[str]:
         """One entry per codon that holds an unknown character: the codon, its number and its span (1-based)."""
         described: dict[tuple[int, int], str] = {}
-        for offset, segment in self._segments(text):
+        for offset, segment in segments:
             positions = [
                 offset + i
                 for i, char in enumerate(segment)
