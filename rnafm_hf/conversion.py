@@ -9,7 +9,6 @@ The command-line doors are `rnafm-hf convert` and `conversion/convert_original_t
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import math
 import os
@@ -122,11 +121,10 @@ def add_remote_code(folder: str | os.PathLike) -> None:
 
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file, for the model card's record of the source."""
-    digest = hashlib.sha256()
+    from huggingface_hub.utils.sha import sha_fileobj
+
     with open(path, "rb") as file:
-        while chunk := file.read(2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha_fileobj(file).hex()
 
 
 def check_output_folder(output_dir: Path, overwrite: bool, checkpoint: Path | None = None) -> None:

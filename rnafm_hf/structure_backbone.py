@@ -11,7 +11,6 @@ from the backbone file (or a converted RNA-FM folder), and the backbone weights 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -79,6 +78,7 @@ def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSe
     `hf://OWNER/REPO/FILE`), or a converted RNA-FM folder (its `config.json`, which records where the converter
     took each setting, and its weights).
     """
+    from .conversion import sha256_of
     from .hub import resolve_checkpoint
     from .original_checkpoint import CheckpointError, read_original
 
@@ -91,7 +91,7 @@ def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSe
             f"The backbone {location} is a bare state dict without training arguments, so it cannot tell the "
             f"settings either; pass the original {BACKBONE_FILE_NAME} (it stores them) or a converted rna-fm folder."
         )
-    where = f"the backbone file {path.name} ({how}, sha256 {_sha256(path)[:16]}...)"
+    where = f"the backbone file {path.name} ({how}, sha256 {sha256_of(path)[:16]}...)"
     sources = {
         name: f"the training arguments of {where}"
         if original.sources[name].startswith("the file's")
@@ -132,14 +132,6 @@ def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:
             sources[name] = f"{earlier}, as recorded by the backbone folder {folder.name} ({how})"
     values = {name: getattr(model.config, name) for name in SETTINGS}
     return BackboneSettings(values, sources, str(folder), None, model.state_dict())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def backbone_settings(
