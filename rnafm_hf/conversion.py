@@ -8,7 +8,6 @@ The command-line doors are `rnafm-hf convert` and `conversion/convert_original_t
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from .hub import resolve_checkpoint
 from .model_card import DEFAULT_BASE_MODEL, render_model_card
 from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
 from .original_checkpoint import OriginalCheckpoint, build_model, read_original
-from .output_folder import NoSpaceError, OutputFolder, hold_lock, sibling_lock
+from .output_folder import NoSpaceError, OutputFolder, _is_no_space, _no_space, hold_lock, sibling_lock
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
@@ -256,7 +255,9 @@ def convert_checkpoint(
         check_output_folder(output_dir, overwrite, path)  # again, now that no other convert can write it
         staging.mkdir()
         write_hf_folder(original, staging, DTYPES[dtype])
-        original.state_dict = {}  # the model built from it is gone; let the mapped file go too
+        original.state_dict = {}  # the model built from it is gone; the loaded file stays for verification only
+        if verify is False or not fm_is_available():
+            original.loaded = None
         report, reason = None, None
         if verify is False:
             reason = "verification skipped with --no-verify"
@@ -265,6 +266,7 @@ def convert_checkpoint(
         else:
             log("Verifying against fm")
             report = verify_folder(staging, path, original, verify_sequences, dtype=dtype, log=log)
+            original.loaded = None
             log(report.to_text())
             if not report.passed:
                 difference = (
@@ -290,10 +292,9 @@ def convert_checkpoint(
     except BaseException as error:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC and not error.filename:
-            # save_pretrained's writers do not say which file; the folder being written is what the user chose.
-            message = f"no space left on device while writing {output_dir}"
-            raise NoSpaceError(errno.ENOSPC, message, os.fspath(output_dir)) from error
+        if _is_no_space(error) and not isinstance(error, NoSpaceError):
+            # save_pretrained's writers (safetensors' own error among them) do not say which file: name the folder.
+            raise _no_space(output_dir) from error
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -21,7 +21,7 @@ import torch
 
 from .devices import checked_device
 from .hub import check_model_name
-from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
+from .model_loading import NonFiniteOutputError, is_finite, load_model, non_finite_cause
 from .records import (  # noqa: F401 (InvalidSequencesError and read_inputs: imported from here by callers)
     InputRules,
     InvalidRecord,
@@ -216,14 +216,13 @@ class Embedder:
         if self.compute_dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("float16 needs a GPU; on CPU use bfloat16 (fast where the CPU has AVX512-BF16).")
         self.model.to(self.device)
-        self.valid_letters = tokenizer.valid_letters
         self.rules = InputRules.of(
             tokenizer,
             self.limit,
             allow_long=settings.long != "error",
             long_remedy="use long='truncate' or long='window' (--long)",
         )
-        tokenizer_k_mer = len(tokenizer.token_pattern)  # "." or "..."
+        tokenizer_k_mer = tokenizer.k_mer
         if tokenizer_k_mer != self.k_mer:
             raise ValueError(
                 f"{type(tokenizer).__name__} reads {tokenizer_k_mer} nucleotide(s) per token but the model "
@@ -261,15 +260,8 @@ class Embedder:
 
     # ---- input checks ----------------------------------------------------------------------------------------
 
-    def normalise(self, sequence: str) -> str:
-        return self.tokenizer._normalise_letters(sequence)
-
     def tokens_of(self, sequence: str) -> int:
         return len(sequence) // self.k_mer
-
-    def check(self, records: Sequence[SequenceRecord]) -> tuple[list[SequenceRecord], list[InvalidRecord]]:
-        """Split records into those that can be embedded (normalised) and those that cannot, with reasons."""
-        return self.rules.check(records)
 
     # ---- planning --------------------------------------------------------------------------------------------
 
@@ -382,7 +374,7 @@ class Embedder:
                 if not any(piece.record in wanted for piece in batch):
                     continue
                 states, starts = self.forward([piece.text for piece in batch])
-                if not bool(torch.isfinite(states).all()):  # one cheap pass; the culprit is sought only now
+                if not is_finite(states):  # two reductions, no mask; the culprit is sought only now
                     raise self._non_finite_error(states, starts, batch, records)
                 if self.device.type == "cpu":
                     release_freed_memory()

@@ -97,6 +97,9 @@ class OriginalCheckpoint:
     in words; a value the file could not tell us starts with "ASSUMED"."""
     backbone: BackboneSettings | None = None
     """For a secondary-structure file: the backbone its settings were read from (see `structure_backbone`)."""
+    loaded: Mapping[str, Any] | None = None
+    """The file as loaded (memory-mapped tensors, training state dropped), for verification to hand to fm without
+    reading it again."""
 
     @property
     def assumptions(self) -> list[str]:
@@ -503,6 +506,7 @@ def read_original(
         converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
     if settings is not None:
         check_backbone_weights(converted, settings)
+        settings.state_dict = None  # compared; a converted backbone folder's weights need not stay in memory
     notes = []
     if not head_state and not zero_mask_row:
         notes.append(
@@ -529,6 +533,7 @@ def read_original(
         args=args,
         sources=sources,
         backbone=settings,
+        loaded=checkpoint,
     )
 
 

@@ -155,12 +155,14 @@ def _is_bookkeeping(name: str) -> bool:
 
 
 def _newer(version: str, than: str) -> bool:
-    """Whether release `version` comes after `than` (numeric parts compared; anything else counts as 0)."""
+    """Whether release `version` comes after release `than` (a development build of a release is not newer than
+    it); a version that cannot be read counts as not newer."""
+    from packaging.version import InvalidVersion, Version
 
-    def parts(text: str) -> tuple[int, ...]:
-        return tuple(int(part) if part.isdigit() else 0 for part in text.split("+")[0].split("."))
-
-    return parts(version) > parts(than)
+    try:
+        return Version(version).release > Version(than).release
+    except InvalidVersion:
+        return False
 
 
 def _version() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .auto import AutoModelForContactPrediction
 from .devices import checked_device
-from .model_loading import NonFiniteOutputError, load_model, non_finite_cause
+from .model_loading import NonFiniteOutputError, is_finite, load_model, non_finite_cause
 from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord
 from .structure import fold_probabilities
 
@@ -80,7 +81,7 @@ class RnaSecondaryStructurePipeline(Pipeline):
         }
         return {}, {}, {key: value for key, value in options.items() if value is not None}
 
-    @property
+    @cached_property
     def rules(self) -> InputRules:
         """The input rules `embed` and `fold` apply too (`rnafm_hf.records`)."""
         return InputRules.of(
@@ -105,8 +106,9 @@ class RnaSecondaryStructurePipeline(Pipeline):
     def preprocess(self, sequence: str) -> dict[str, Any]:
         if not isinstance(sequence, str):
             raise TypeError(f"Pass RNA sequences as strings, got {type(sequence).__name__}.")
-        residues = self.rules.normalise("".join(sequence.split()))
-        if reason := self.rules.reason("sequence", residues):
+        rules = self.rules
+        residues = rules.normalise("".join(sequence.split()))
+        if reason := rules.reason("sequence", residues):
             shown = sequence if len(sequence) <= 30 else f"{sequence[:30]}..."
             raise InvalidSequencesError(
                 [InvalidRecord(1, shown, reason)], "folded", "Fix it, or leave it out"
@@ -118,7 +120,7 @@ class RnaSecondaryStructurePipeline(Pipeline):
         sequence = inputs.pop("sequence")
         logits = self.model(**inputs).logits
         probabilities = torch.sigmoid(logits.float())
-        if not bool(torch.isfinite(probabilities).all()):  # one cheap pass; the culprit is sought only now
+        if not is_finite(probabilities):  # two reductions, no mask; the culprit is sought only now
             self._refuse_non_finite(probabilities, [sequence] if isinstance(sequence, str) else sequence)
         return {"probabilities": probabilities, "sequence": sequence}
 

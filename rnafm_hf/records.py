@@ -125,8 +125,9 @@ class InputRules:
     @classmethod
     def of(cls, tokenizer, max_tokens: int, **options) -> InputRules:
         """The rules of an RNA-FM tokenizer (`RnaFmTokenizer` or `RnaFmCodonTokenizer`)."""
-        k_mer = len(tokenizer.token_pattern)  # "." or "..."
-        return cls(tokenizer._normalise_letters, tokenizer.valid_letters, k_mer, max_tokens, **options)
+        return cls(
+            tokenizer._normalise_letters, tokenizer.valid_letters, tokenizer.k_mer, max_tokens, **options
+        )
 
     def reason(self, identifier: str, sequence: str) -> str | None:
         """Why a (normalised) sequence cannot be used, or None; duplicates are `check`'s to find."""

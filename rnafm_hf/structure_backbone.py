@@ -50,7 +50,9 @@ class BackboneSettings:
     location: str | None = None
     """The backbone file or folder as given, when one was read."""
     path: Path | None = None
-    """The local original backbone file (downloaded for `hf://`), which verification hands to fm as it is."""
+    """The local original backbone file (downloaded for `hf://`)."""
+    loaded: Mapping | None = None
+    """That file as loaded (`{"args", "model"}`), which verification hands to fm as it is."""
     state_dict: Mapping[str, torch.Tensor] | None = None
     """Its weights in our names (`rnafm.*`, `lm_head.*`), to check against the structure file's."""
 
@@ -99,7 +101,9 @@ def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSe
         for name in SETTINGS
     }
     values = {name: getattr(original.config, name) for name in SETTINGS}
-    return BackboneSettings(values, sources, str(location), path, original.state_dict)
+    return BackboneSettings(
+        values, sources, str(location), path=path, state_dict=original.state_dict, loaded=original.loaded
+    )
 
 
 def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:
@@ -131,7 +135,7 @@ def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:
         else:
             sources[name] = f"{earlier}, as recorded by the backbone folder {folder.name} ({how})"
     values = {name: getattr(model.config, name) for name in SETTINGS}
-    return BackboneSettings(values, sources, str(folder), None, model.state_dict())
+    return BackboneSettings(values, sources, str(folder), state_dict=model.state_dict())
 
 
 def backbone_settings(

@@ -50,7 +50,6 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
 
     vocabulary: list[str]
     k_mer: int  # residues per token
-    token_pattern: str  # "." * k_mer, for callers that read k_mer from its length
     alphabet_name: str
     valid_letters: str  # letters that encode to a known token after normalisation
     model_input_names = ["input_ids", "attention_mask"]
@@ -356,7 +355,6 @@ class RnaFmTokenizer(_RnaFmTokenizerBase):
 
     vocabulary = NUCLEOTIDE_VOCAB
     k_mer = 1
-    token_pattern = "."
     alphabet_name = "RNA-FM nucleotide"
     valid_letters = "".join(NUCLEOTIDES)
 
@@ -385,7 +383,6 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
 
     vocabulary = CODON_VOCAB
     k_mer = 3
-    token_pattern = "..."
     alphabet_name = "codon"
     valid_letters = "ACGU"
 
