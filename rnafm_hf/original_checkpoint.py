@@ -490,25 +490,44 @@ def read_original(
     origin |= {
         ss_head_key(key.split(".", 1)[1]): HEAD_PREFIX + key for key in head_state if kind == "rna-fm-ss"
     }
-    _check_tensors(converted, origin, config, path)
-    if not torch.equal(state["lm_head.weight"], state["embed_tokens.weight"]):
+    regression = state.get(CONTACT_REGRESSION_KEYS[0])
+    maps = config.num_hidden_layers * config.num_attention_heads
+    if settings is not None and settings.found and regression is not None and regression.shape[-1] != maps:
         raise CheckpointError(
-            "lm_head.weight differs from embed_tokens.weight; RNA-FM ties them, so this file is not one."
+            f"The backbone {settings.location} gives {config.num_attention_heads} attention heads, but the structure "
+            f"file's contact regression holds {regression.shape[-1]} weights, one per layer and head of the backbone "
+            f"it was trained on ({config.num_hidden_layers} layers): this backbone is not that one. Pass the RNA-FM "
+            "file the head was trained with, or leave --backbone out to read the head count from the file."
         )
+    embedding_key = "rnafm.embeddings.word_embeddings.weight"
+    untied = state["lm_head.weight"].shape != state["embed_tokens.weight"].shape or not torch.equal(
+        state["lm_head.weight"], state["embed_tokens.weight"]
+    )
+    if untied:
+        # fm's model has one parameter for both, and load_state_dict copies lm_head.weight into it last: that copy
+        # is the one fm computes with.
+        converted[embedding_key] = state["lm_head.weight"]
+        origin[embedding_key] = (BACKBONE_PREFIX if head_state else "") + "lm_head.weight"
+    _check_tensors(converted, origin, config, path)
     # fm's loader zeroes the <mask> row of embed_tokens.weight in place, then load_state_dict copies embed_tokens.weight
     # and, last, lm_head.weight into the one tied parameter: the zeroing survives only where the file's two tensors
     # share memory (as torch.save of a model's state_dict leaves them); a file whose lm_head.weight is a separate copy
     # (cast tensor by tensor, say) keeps the row. fm.downstream loads a structure file's weights as they are.
     zero_mask_row = not head_state and _same_memory(state["lm_head.weight"], state["embed_tokens.weight"])
     if zero_mask_row:
-        embeddings = converted["rnafm.embeddings.word_embeddings.weight"].clone()
+        embeddings = converted[embedding_key].clone()
         embeddings[config.mask_token_id].zero_()
-        converted["rnafm.embeddings.word_embeddings.weight"] = embeddings
+        converted[embedding_key] = embeddings
     if settings is not None:
         check_backbone_weights(converted, settings)
         settings.state_dict = None  # compared; a converted backbone folder's weights need not stay in memory
     notes = []
-    if not head_state and not zero_mask_row:
+    if untied:
+        notes.append(
+            "lm_head.weight differs from embed_tokens.weight. RNA-FM ties them into one parameter, into which fm's "
+            "loader copies lm_head.weight last, so that copy was used for both, as fm computes with it."
+        )
+    elif not head_state and not zero_mask_row:
         notes.append(
             "lm_head.weight is stored apart from embed_tokens.weight, so the original loader's zeroing of the <mask> "
             "embedding row is undone when it loads this file; the row was kept as stored, as fm does."

@@ -404,10 +404,15 @@ class RnaFmCodonTokenizer(_RnaFmTokenizerBase):
                     f"({remainder} nucleotide(s))."
                 )
                 return self._drop_trailing_residues(text, remainder)
+            remedy = (
+                "; only the trailing partial codon can be dropped (drop_partial_codon=True), and this one sits "
+                "before a special token"
+                if self.drop_partial_codon
+                else ", or create the tokenizer with drop_partial_codon=True to drop the trailing partial codon"
+            )
             raise ValueError(
                 f"{where}: length {length} is not a multiple of 3 (remainder {remainder}); the codon tokenizer "
-                "reads consecutive codons from the first nucleotide. Trim the sequence to whole codons, or create "
-                "the tokenizer with drop_partial_codon=True to drop the trailing partial codon."
+                f"reads consecutive codons from the first nucleotide. Trim the sequence to whole codons{remedy}."
             )
         return text
 

@@ -131,3 +131,28 @@ def test_verification_fails_when_fm_side_is_not_finite(tmp_path, monkeypatch, ca
     assert main(["convert", str(path), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "FAIL: some outputs are NaN or infinite" in err and not (tmp_path / "out").exists()
+
+
+def test_untied_lm_head_is_read_as_fm_computes_with_it(tmp_path, capsys):
+    """fm's one tied parameter receives lm_head.weight last; a file whose two copies differ is read that way."""
+    from original_checkpoints import load_with_fm
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    path = write_original_checkpoint(tmp_path / "RNA-FM_untied.pth")
+    checkpoint = torch.load(path, weights_only=True)
+    head = "encoder.lm_head.weight"
+    checkpoint["model"][head] = checkpoint["model"][head] + 0.1 * torch.randn_like(checkpoint["model"][head])
+    torch.save(checkpoint, path)
+    assert main(["convert", str(path), "-o", str(tmp_path / "out")]) == 0
+    assert "PASS" in capsys.readouterr().err
+    original, alphabet = load_with_fm(path)
+    _, _, ids = alphabet.get_batch_converter()([("a", "GGGAAACCCU"), ("b", "ACGUACGU")])
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    batch = AutoTokenizer.from_pretrained(tmp_path / "out")(
+        ["GGGAAACCCU", "ACGUACGU"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = original(ids)["logits"]
+        found = model(**batch).logits
+    mask = batch["attention_mask"].bool()
+    assert (found - expected).abs()[mask].max() <= 1e-5

@@ -295,3 +295,12 @@ def test_head_count_is_read_from_the_structure_files_contact_regression(tmp_path
     # --kind rna-fm on a structure file reads its backbone on the backbone file too.
     original = read_original(path, kind="rna-fm", backbone=backbone)
     assert original.config.token_dropout is True and original.kind == "rna-fm"
+
+
+def test_a_backbone_with_another_head_count_is_named_as_the_mismatch(structure_file, tmp_path, capsys):
+    path, _ = structure_file
+    other = write_original_checkpoint(tmp_path / "b10" / BACKBONE, embed_dim=40, heads=10)
+    assert convert(path, "-o", tmp_path / "out", "--backbone", other) == 1
+    err = capsys.readouterr().err
+    assert "gives 10 attention heads, but the structure file's contact regression holds 40 weights" in err
+    assert "damaged" not in err

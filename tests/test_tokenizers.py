@@ -170,6 +170,13 @@ def test_codon_remainder_raises_with_length_and_remainder(codon_tokenizer):
     )
 
 
+def test_a_partial_codon_before_a_special_token_is_not_advised_away():
+    from rnafm_hf import RnaFmCodonTokenizer
+
+    with pytest.raises(ValueError, match="only the trailing partial codon can be dropped"):
+        RnaFmCodonTokenizer(drop_partial_codon=True)("AU<mask>GGCC")
+
+
 def test_codon_length_counts_nucleotides_after_normalisation(codon_tokenizer):
     assert codon_tokenizer("aug gcc\nuaa")["input_ids"] == [0, 13, 14, 66, 2]
 
