@@ -255,9 +255,7 @@ def convert_checkpoint(
         check_output_folder(output_dir, overwrite, path)  # again, now that no other convert can write it
         staging.mkdir()
         write_hf_folder(original, staging, DTYPES[dtype])
-        original.state_dict = {}  # the model built from it is gone; the loaded file stays for verification only
-        if verify is False or not fm_is_available():
-            original.loaded = None
+        original.state_dict = {}  # the model built from it is gone; let the mapped file go too
         report, reason = None, None
         if verify is False:
             reason = "verification skipped with --no-verify"
@@ -266,7 +264,6 @@ def convert_checkpoint(
         else:
             log("Verifying against fm")
             report = verify_folder(staging, path, original, verify_sequences, dtype=dtype, log=log)
-            original.loaded = None
             log(report.to_text())
             if not report.passed:
                 difference = (

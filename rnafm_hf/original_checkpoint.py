@@ -97,9 +97,6 @@ class OriginalCheckpoint:
     in words; a value the file could not tell us starts with "ASSUMED"."""
     backbone: BackboneSettings | None = None
     """For a secondary-structure file: the backbone its settings were read from (see `structure_backbone`)."""
-    loaded: Mapping[str, Any] | None = None
-    """The file as loaded (memory-mapped tensors, training state dropped), for verification to hand to fm without
-    reading it again."""
 
     @property
     def assumptions(self) -> list[str]:
@@ -552,7 +549,6 @@ def read_original(
         args=args,
         sources=sources,
         backbone=settings,
-        loaded=checkpoint,
     )
 
 

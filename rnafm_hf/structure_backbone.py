@@ -50,9 +50,7 @@ class BackboneSettings:
     location: str | None = None
     """The backbone file or folder as given, when one was read."""
     path: Path | None = None
-    """The local original backbone file (downloaded for `hf://`)."""
-    loaded: Mapping | None = None
-    """That file as loaded (`{"args", "model"}`), which verification hands to fm as it is."""
+    """The local original backbone file (downloaded for `hf://`), which verification hands to fm."""
     state_dict: Mapping[str, torch.Tensor] | None = None
     """Its weights in our names (`rnafm.*`, `lm_head.*`), to check against the structure file's."""
 
@@ -101,9 +99,7 @@ def read_backbone(location: str | os.PathLike, how: str = "given") -> BackboneSe
         for name in SETTINGS
     }
     values = {name: getattr(original.config, name) for name in SETTINGS}
-    return BackboneSettings(
-        values, sources, str(location), path=path, state_dict=original.state_dict, loaded=original.loaded
-    )
+    return BackboneSettings(values, sources, str(location), path=path, state_dict=original.state_dict)
 
 
 def _read_backbone_folder(folder: Path, how: str) -> BackboneSettings:

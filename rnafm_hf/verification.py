@@ -166,7 +166,7 @@ def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> 
     """The original `fm` model (and alphabet) of a language-model file, built by `fm`'s own loader."""
     import fm
 
-    checkpoint = _loaded(path, original)
+    checkpoint = load_original_file(path)
     if original.args is None:
         # fm's loader needs training arguments; a bare file takes the ones the converter assumed.
         _, state = _split_checkpoint(checkpoint)
@@ -181,20 +181,14 @@ def original_fm_model(path: str | os.PathLike, original: OriginalCheckpoint) -> 
     return model.eval(), alphabet
 
 
-def _loaded(path: str | os.PathLike, original: OriginalCheckpoint) -> Mapping[str, Any]:
-    """The file as the converter loaded it, or loaded again when it was read from a mapping it no longer holds."""
-    return original.loaded if original.loaded is not None else load_original_file(path)
-
-
-def _backbone_file_for_fm(path: str | os.PathLike, original: OriginalCheckpoint) -> dict[str, Any]:
+def _backbone_file_for_fm(state: Mapping[str, torch.Tensor], original: OriginalCheckpoint) -> dict[str, Any]:
     """What fm should find as `RNA-FM_pretrained.pth`: the backbone file's own arguments and weights (training
     state left out); or, for a converted backbone folder or none at all, the settings the converter used around
-    the structure file's backbone weights."""
+    the structure file's backbone weights (`state`, the structure file's tensors)."""
     backbone = original.backbone
     if backbone is not None and backbone.path is not None:
-        checkpoint = backbone.loaded if backbone.loaded is not None else load_original_file(backbone.path)
+        checkpoint = load_original_file(backbone.path)
         return {"args": checkpoint["args"], "model": checkpoint["model"]}
-    _, state = _split_checkpoint(_loaded(path, original))
     state = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
     return {"args": fairseq_args(original.config), "model": state}
 
@@ -208,11 +202,12 @@ def original_fm_structure_model(path: str | os.PathLike, original: OriginalCheck
     """
     from fm.downstream import Baseline
 
-    _, state = _split_checkpoint(_loaded(path, original))
+    # Loaded afresh, not shared with the converter's tensors: fm must not see what our side might have changed.
+    _, state = _split_checkpoint(load_original_file(path))
     with tempfile.TemporaryDirectory() as hub:
         backbone_file = Path(hub) / "checkpoints" / BACKBONE_FILE_NAME
         backbone_file.parent.mkdir()
-        torch.save(_backbone_file_for_fm(path, original), backbone_file)
+        torch.save(_backbone_file_for_fm(state, original), backbone_file)
         with mock.patch.object(torch.hub, "_hub_dir", hub), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Regression weights not found")
             warnings.filterwarnings("ignore", category=FutureWarning)
