@@ -27,6 +27,7 @@ from .modeling_rnafm import (
     RnaFmForTokenClassification,
     RnaFmModel,
     RnaFmPreTrainedModel,
+    RnaFmSecondaryStructureOutput,
 )
 from .original_checkpoint import (
     CheckpointError,
@@ -54,6 +55,7 @@ __all__ = [
     "RnaFmConfig",
     "RnaFmConfigError",
     "RnaFmContactPredictionOutput",
+    "RnaFmSecondaryStructureOutput",
     "RnaFmDataCollatorForLanguageModeling",
     "RnaFmForContactPrediction",
     "RnaFmForMaskedLM",

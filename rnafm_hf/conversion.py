@@ -34,7 +34,13 @@ from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available
 DEFAULT_OUTPUT_NAMES = {"rna-fm": "rna-fm", "mrna-fm": "mrna-fm", "rna-fm-ss": "rna-fm-ss"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The modules a folder needs for trust_remote_code; modeling imports configuration relatively.
-REMOTE_CODE_FILES = ("configuration_rnafm.py", "modeling_rnafm.py", "tokenization_rnafm.py")
+REMOTE_CODE_FILES = (
+    "configuration_rnafm.py",
+    "modeling_rnafm.py",
+    "packing_rnafm.py",
+    "losses_rnafm.py",
+    "tokenization_rnafm.py",
+)
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_rnafm.RnaFmConfig",
     "AutoModel": "modeling_rnafm.RnaFmModel",

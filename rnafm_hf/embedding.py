@@ -320,8 +320,11 @@ class Embedder:
         use_autocast = self.compute_dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=use_autocast):
             last_only = self.layers == (self.model.config.num_hidden_layers,)
+            # Only the layers asked for are kept (transformers records the others as None).
             output = self.model(
-                input_ids=input_ids, cu_seq_lens_q=cu_seq_lens, output_hidden_states=not last_only
+                input_ids=input_ids,
+                cu_seq_lens_q=cu_seq_lens,
+                output_hidden_states=False if last_only else list(self.layers),
             )
         states = [output.last_hidden_state] if last_only else [output.hidden_states[n] for n in self.layers]
         return torch.cat(states).float(), bounds[:-1]

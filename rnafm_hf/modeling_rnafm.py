@@ -4,19 +4,24 @@ The computation reproduces the original `fm.BioBertModel` step by step (see `tes
 learned positions counted over non-pad tokens, optional embedding LayerNorm, pre-LayerNorm layers with the query
 scaled before the dot product and the softmax in float32, a final LayerNorm, and a RoBERTa-style LM head tied to
 the token embeddings. Layer parameters keep the original names (`self_attn.q_proj`, `fc1`, ...).
+
+The plumbing is transformers': its attention interface (eager, SDPA, flex and flash attention; the first three
+wrapped to read packed batches, see `packing_rnafm.py`), mask utilities, output recording and initialisation. The
+layers are not transformers' ESM modules, although `EsmForMaskedLM` computes the same numbers on the same weights:
+ESM names its parameters otherwise (`attention.self.query`, `intermediate.dense`, a LayerNorm inside its attention
+block), so converted folders and Hub repositories would change or need renaming at every load, and it has no
+packed batches, no original GELU formula and no per-sequence attention maps zeroed on padding, which RNA-FM needs.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -25,16 +30,21 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import AttentionInterface
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_rnafm import RnaFmConfig
+from .losses_rnafm import check_no_labels_outside, pair_loss, sequence_labels
+from .packing_rnafm import (
+    PackedSequences,
+    check_position_ids,
+    read_packing,
+    within_packed_sequences,
+)
 
 logger = logging.get_logger(__name__)
-# One of transformers' attention functions (an entry of ALL_ATTENTION_FUNCTIONS, or eager_attention_forward):
-# (module, query, key, value, mask, **options) -> (output, weights or None).
-AttentionFunction = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 # Token dropout replays the masking statistics of pretraining: 15% of tokens selected, 80% of those masked.
 MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -94,46 +104,6 @@ def residue_mask_of(
     return mask
 
 
-def check_no_labels_outside(labels: torch.Tensor, inside: torch.Tensor, where: str, how: str) -> None:
-    """Under Trainer, which scales the loss by its own count of labels that are not -100, every label outside the
-    residues must be -100, or the count (and so the loss) would be off."""
-    outside = (labels != -100) & ~inside
-    if outside.any():
-        index = outside.nonzero()[0].tolist()
-        raise ValueError(
-            f"Sequence {index[0]} of the batch has a label at {where} {tuple(index[1:])}, outside its residues. "
-            f"Trainer counts every label that is not -100 to scale the loss, so give -100 there ({how})."
-        )
-
-
-def pair_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    residue_mask: torch.Tensor,
-    num_items_in_batch: torch.Tensor | int | None = None,
-) -> torch.Tensor:
-    """Binary cross-entropy over the labelled (not -100) pairs of real residues: their mean, or their sum over
-    `num_items_in_batch` (Trainer's count of labelled pairs in the whole batch, which makes gradient accumulation
-    match one large batch)."""
-    if labels.shape != logits.shape:
-        raise ValueError(
-            f"Pair labels have shape {tuple(labels.shape)} but the model's pair map is {tuple(logits.shape)}: one "
-            "(L, L) map per sequence over its residues, without <cls> and <eos>, padded with -100 to the longest "
-            "sequence of the batch. rnafm_hf.DataCollatorForPairLabels builds them."
-        )
-    residue_pairs = residue_mask[:, :, None] & residue_mask[:, None, :]
-    if num_items_in_batch is not None:
-        check_no_labels_outside(labels, residue_pairs, "pair", "DataCollatorForPairLabels pads with -100")
-    valid = (labels != -100) & residue_pairs
-    if not valid.any():  # a batch without labelled pairs contributes nothing (rather than NaN)
-        return logits.sum() * 0.0
-    targets = labels[valid].to(logits.dtype)
-    if num_items_in_batch is None:
-        return F.binary_cross_entropy_with_logits(logits[valid], targets)
-    summed = F.binary_cross_entropy_with_logits(logits[valid], targets, reduction="sum")
-    return summed / torch.as_tensor(num_items_in_batch, device=summed.device)
-
-
 def upper_triangle_symmetrized(x: torch.Tensor) -> torch.Tensor:
     """Mirror the upper triangle (diagonal included) of the last two dimensions onto the lower one."""
     return torch.triu(x) + torch.triu(x, diagonal=1).transpose(-1, -2)
@@ -156,35 +126,6 @@ def pool_sequence(
     return hidden[:, 0]
 
 
-def sequence_labels(labels: torch.Tensor, logits: torch.Tensor, config: RnaFmConfig) -> torch.Tensor:
-    """Labels checked against `config.problem_type` (inferred as transformers does when unset) and cast to what
-    its loss takes."""
-    if config.problem_type is None:
-        if config.num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    batch, problem = logits.shape[0], config.problem_type
-    if problem == "single_label_classification":
-        if labels.shape != (batch,) or labels.is_floating_point():
-            raise ValueError(
-                f"Single-label classification takes one class index per sequence, integer labels of shape "
-                f"({batch},); got {labels.dtype} labels of shape {tuple(labels.shape)}. For several labels per "
-                "sequence give float labels of shape (batch, num_labels) and set "
-                "problem_type='multi_label_classification'."
-            )
-        return labels
-    expected = {(batch, config.num_labels)} | ({(batch,)} if config.num_labels == 1 else set())
-    if tuple(labels.shape) not in expected:
-        raise ValueError(
-            f"{problem} takes labels of shape ({batch}, {config.num_labels}) (num_labels per sequence); got "
-            f"{tuple(labels.shape)}."
-        )
-    return labels.to(logits.dtype)
-
-
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -195,203 +136,37 @@ def eager_attention_forward(
     scaling: float = 1.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain attention with the softmax in float32, as the original; `attention_mask` is boolean (True = attend)."""
+    """
+    Plain attention with the softmax in float32, as the original. `attention_mask` is transformers' 4-D mask,
+    boolean (True = attend) or additive. The weights returned, zero on the rows of padding tokens as the original
+    reports them, are part of the output's graph, so attribution methods get their gradient.
+    """
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
-    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    output = torch.matmul(F.dropout(probs, p=dropout, training=module.training), value)
-    return output.transpose(1, 2).contiguous(), probs
-
-
-def flattened_bounds(positions: torch.Tensor, first: int) -> list[int] | None:
-    """The bounds of the sequences marked by position ids that count each sequence from 0 or from `first`, as
-    `DataCollatorWithFlattening` writes them (`position_ids_start`); None for position ids of another form."""
-    starts = [0, *((positions[1:] - positions[:-1] != 1).nonzero().view(-1) + 1).tolist()]
-    start_values = set(positions[starts].tolist())
-    if len(start_values) != 1 or start_values.pop() not in (0, first):
-        return None
-    return [*starts, len(positions)]
-
-
-def read_packing(
-    input_ids: torch.Tensor | None,
-    inputs_embeds: torch.Tensor | None,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None,
-    kwargs: dict,
-    padding_idx: int,
-) -> tuple[torch.Tensor | None, str | None, torch.Tensor | None]:
-    """
-    How a batch is packed: the bounds of its packed sequences (None for a padded batch), the argument that gave
-    them, and the position ids left to use.
-
-    transformers' `DataCollatorWithFlattening` marks the sequences of its one-row batches by `cu_seq_lens_q` /
-    `cu_seq_lens_k`, by `seq_idx`, or by position ids that restart at each sequence (from 0 by default). RNA-FM
-    counts positions itself, as the original (`<cls>` at `padding_idx + 1`), whatever the collator counted from:
-    such position ids only mark the sequences, and one sequence alone needs no packing. Other position ids are
-    indices into the position table.
-    """
-    reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
-    source = next((name for name in ("cu_seq_lens_q", "cu_seq_lens_k") if kwargs.get(name) is not None), None)
-    bounds = None if source is None else kwargs[source]
-    seq_idx = kwargs.get("seq_idx")
-    if position_ids is None and (bounds is not None or seq_idx is None):
-        return bounds, source, None
-    # Only one row without padding can hold packed sequences (_check_packing explains the other cases).
-    if reference.shape[0] != 1:
-        return bounds, source, position_ids
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+            is_key = attention_mask[..., :1, :]
+        else:
+            scores = scores + attention_mask
+            is_key = attention_mask[..., :1, :] == 0
+    probs = weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if attention_mask is not None:
-        padded = not bool(attention_mask.all())
-    else:
-        padded = input_ids is not None and bool(input_ids.eq(padding_idx).any())
-    if padded:
-        return bounds, source, position_ids
-    if bounds is None and seq_idx is not None:
-        seq_idx = seq_idx.reshape(-1)
-        changes = ((seq_idx[1:] != seq_idx[:-1]).nonzero().view(-1) + 1).tolist()
-        if changes:
-            source, bounds = "seq_idx", torch.tensor([0, *changes, len(seq_idx)], device=reference.device)
-    if position_ids is None or position_ids.numel() != reference.shape[1]:
-        return bounds, source, position_ids
-    first = padding_idx + 1
-    positions = position_ids.reshape(-1)
-    marked = flattened_bounds(positions, first)
-    if marked is None and bounds is not None:
-        raise ValueError(
-            f"Packed input ({source}) with position_ids that do not count each sequence from 0 or from {first}: "
-            "RNA-FM derives positions itself from the sequence bounds (with DataCollatorWithFlattening, pass "
-            "return_position_ids=False)."
-        )
-    if marked is None:
-        if bool((positions[1:] - positions[:-1] != 1).any()):
-            raise ValueError(
-                "position_ids restart within the row, as for packed sequences, but not as DataCollatorWithFlattening "
-                f"counts them: count each sequence 0, 1, 2, ... (or {first}, {first + 1}, ...), or pass "
-                "cu_seq_lens_q."
-            )
-        return None, None, position_ids  # one sequence, positions given as table indices
-    if bounds is not None and marked != bounds.tolist():
-        raise ValueError(
-            f"Packed input ({source}) with position_ids that restart at tokens {marked[:-1]}, not at the sequence "
-            f"starts {bounds.tolist()[:-1]}. RNA-FM counts positions itself from the sequence bounds (with "
-            "DataCollatorWithFlattening, keep its position ids as they are or pass return_position_ids=False)."
-        )
-    if bounds is None and len(marked) > 2:
-        source, bounds = "position_ids", torch.tensor(marked, device=reference.device)
-    return bounds, source, None
+        # The weights returned are zero on padding rows (self-attention: the padded keys are the padded queries);
+        # the output is computed from them plus those rows, which the original computes too: the same numbers,
+        # and the returned tensor is in the graph.
+        is_query = is_key.transpose(-1, -2)
+        weights = probs * is_query
+        probs = weights + probs * ~is_query
+    output = torch.matmul(F.dropout(probs, p=dropout, training=module.training), value)
+    return output.transpose(1, 2).contiguous(), weights
 
 
-def check_position_ids(position_ids: torch.Tensor, attention_mask: torch.Tensor, padding_idx: int) -> None:
-    """Position ids given as indices into the position table start, as the original's, at `padding_idx + 1`."""
-    first = padding_idx + 1
-    real = position_ids.expand_as(attention_mask)[attention_mask.bool()]
-    if real.numel() and int(real.min()) < first:
-        raise ValueError(
-            f"position_ids start at {int(real.min())} on a real token, but RNA-FM counts positions from "
-            f"padding_idx + 1 = {first} (the <cls> token), as the original does; the rows below are padding or "
-            f"were never trained. Leave position_ids out (RNA-FM derives them) or count from {first}."
-        )
-
-
-class PackedSequences:
-    """
-    Several sequences laid end to end in one row of a batch of size 1, with no padding: sequence `i` holds tokens
-    `cu_seq_lens[i] : cu_seq_lens[i + 1]`, `<cls>` and `<eos>` included. The transformers name for those bounds is
-    `cu_seq_lens_q` (as `DataCollatorWithFlattening(return_flash_attn_kwargs=True)` gives them).
-    """
-
-    def __init__(self, cu_seq_lens: torch.Tensor, total: int, max_tokens: int):
-        bounds = [int(bound) for bound in cu_seq_lens.tolist()]
-        if cu_seq_lens.dim() != 1 or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total:
-            raise ValueError(
-                f"cu_seq_lens_q must be a 1-D tensor [0, end of sequence 1, end of sequence 2, ..., {total}] over "
-                f"the {total} packed tokens; got {bounds}."
-            )
-        lengths = [end - start for start, end in pairwise(bounds)]
-        if min(lengths) < 1:
-            raise ValueError(f"cu_seq_lens_q must increase strictly (no empty sequences); got {bounds}.")
-        if max(lengths) > max_tokens:
-            longest = lengths.index(max(lengths))
-            raise ValueError(
-                f"Packed sequence {longest} has {max(lengths)} tokens, but the position table holds at most "
-                f"{max_tokens} per sequence."
-            )
-        self.bounds = bounds
-        self.max_length = max(lengths)
-        device = cu_seq_lens.device
-        self.lengths = torch.tensor(lengths, device=device)
-        self.segment_ids = torch.repeat_interleave(torch.arange(len(lengths), device=device), self.lengths)
-        starts = torch.tensor(bounds[:-1], device=device)
-        # Each token's place within its own sequence.
-        self.offsets = torch.arange(total, device=device) - starts[self.segment_ids]
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-
-def packed_attention(
-    attention_interface: AttentionFunction,
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    packed: PackedSequences,
-    dropout: float,
-) -> torch.Tensor:
-    """Attention within each packed sequence; `query`, `key`, `value` are (1, heads, tokens, head_dim), the output
-    (1, tokens, heads, head_dim)."""
-    if query.device.type == "cpu":
-        # One call per sequence: no padding, no mask, and a call costs little next to a CPU's matrix products.
-        parts = [
-            attention_interface(
-                module,
-                query[:, :, start:end],
-                key[:, :, start:end],
-                value[:, :, start:end],
-                None,
-                dropout=dropout,
-                scaling=1.0,
-                is_causal=False,
-            )[0]
-            for start, end in pairwise(packed.bounds)
-        ]
-        return torch.cat(parts, dim=1)
-    return padded_packed_attention(attention_interface, module, query, key, value, packed, dropout)
-
-
-def padded_packed_attention(
-    attention_interface: AttentionFunction,
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    packed: PackedSequences,
-    dropout: float,
-) -> torch.Tensor:
-    """`packed_attention` as one call over the sequences padded to the longest (keys masked), which an accelerator
-    runs faster than one small kernel per sequence; only the attention sees the padding."""
-    heads, head_dim = query.shape[1], query.shape[3]
-    count, width = len(packed), packed.max_length
-    slots = packed.segment_ids * width + packed.offsets
-
-    def padded(x: torch.Tensor) -> torch.Tensor:
-        rows = x.new_zeros(count * width, heads, head_dim)
-        rows[slots] = x[0].transpose(0, 1)
-        return rows.view(count, width, heads, head_dim).transpose(1, 2)
-
-    key_mask = torch.arange(width, device=query.device) < packed.lengths[:, None]
-    output, _ = attention_interface(
-        module,
-        padded(query),
-        padded(key),
-        padded(value),
-        key_mask[:, None, None, :],
-        dropout=dropout,
-        scaling=1.0,
-        is_causal=False,
-    )
-    return output.reshape(count * width, heads, head_dim)[slots].unsqueeze(0)
+# transformers' attention functions, with eager, SDPA and flex attention made to read packed batches: a local
+# override, as AttentionInterface provides for (flash attention reads packing itself and stays as it is).
+ALL_ATTENTION_FUNCTIONS = AttentionInterface()
+ALL_ATTENTION_FUNCTIONS["eager"] = within_packed_sequences(eager_attention_forward)
+for _name in ("sdpa", "flex_attention"):
+    ALL_ATTENTION_FUNCTIONS[_name] = within_packed_sequences(ALL_ATTENTION_FUNCTIONS[_name])
 
 
 class RnaFmEmbeddings(nn.Module):
@@ -425,9 +200,15 @@ class RnaFmEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         embeddings = inputs_embeds
-        if self.token_dropout and input_ids is not None:
-            # Applied in eval mode too: the original always rescales by the observed mask ratio.
-            is_mask = input_ids == self.mask_token_id
+        if self.token_dropout:
+            # Applied in eval mode too: the original always rescales by the observed mask ratio. Given embeddings
+            # alone, no row can be told to be <mask>: none is taken as masked, so `inputs_embeds` built from
+            # `get_input_embeddings()(input_ids)` give what those input_ids give when they hold no <mask>.
+            is_mask = (
+                input_ids == self.mask_token_id
+                if input_ids is not None
+                else torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+            )
             embeddings = embeddings.masked_fill(is_mask.unsqueeze(-1), 0.0)
             if packed is None:
                 mask_ratio_observed = (is_mask.sum(-1).float() / attention_mask.sum(-1))[:, None, None]
@@ -450,7 +231,8 @@ class RnaFmEmbeddings(nn.Module):
 
 
 class RnaFmSelfAttention(nn.Module):
-    """Multi-head self-attention; eager or SDPA, with the query scaled by head_dim^-0.5 as in the original."""
+    """Multi-head self-attention through transformers' attention interface (eager, SDPA, flex or flash attention),
+    with the query scaled by head_dim^-0.5 before the dot product, as in the original."""
 
     def __init__(self, config: RnaFmConfig):
         super().__init__()
@@ -469,8 +251,7 @@ class RnaFmSelfAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        packed: PackedSequences | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         shape = (batch_size, length, self.num_heads, self.head_dim)
@@ -479,23 +260,19 @@ class RnaFmSelfAttention(nn.Module):
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
 
         # Attention probabilities exist only in the eager computation, so asking for them selects it.
-        attention_interface = (
-            eager_attention_forward
-            if output_attentions
-            else ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
-            )
+        implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, probs = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=1.0,
+            **kwargs,
         )
-        dropout = self.dropout if self.training else 0.0
-        if packed is not None:
-            output = packed_attention(attention_interface, self, query, key, value, packed, dropout)
-            probs = None
-        else:
-            output, probs = attention_interface(
-                self, query, key, value, attention_mask, dropout=dropout, scaling=1.0, is_causal=False
-            )
-        output = self.out_proj(output.reshape(batch_size, length, -1))
-        return output, probs
+        return self.out_proj(output.reshape(batch_size, length, -1)), probs
 
 
 class RnaFmLayer(GradientCheckpointingLayer):
@@ -516,14 +293,13 @@ class RnaFmLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        packed: PackedSequences | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, probs = self.self_attn(
-            self.self_attn_layer_norm(hidden_states), attention_mask, output_attentions, packed=packed
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attention_output, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask, **kwargs
         )
         hidden_states = hidden_states + self.dropout(attention_output)
-        return hidden_states + self.dropout(self.chunked_feed_forward(hidden_states)), probs
+        return hidden_states + self.dropout(self.chunked_feed_forward(hidden_states))
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation(self.fc1(self.final_layer_norm(hidden_states))))
@@ -548,31 +324,12 @@ class RnaFmEncoder(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        packed: PackedSequences | None = None,
-    ) -> BaseModelOutput:
-        is_token = attention_mask.bool()
-        # No mask at all when nothing is padded: the fast SDPA kernels need none, and the original passes None too.
-        key_mask = None if packed is not None or is_token.all() else is_token[:, None, None, :]
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+        attention_mask: torch.Tensor | None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
         for layer in self.layers:
-            hidden_states, probs = layer(hidden_states, key_mask, output_attentions, packed=packed)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                # As in the original: maps are zero on every row and column of a padding position.
-                pair_mask = (is_token[:, None, :, None] & is_token[:, None, None, :]).to(probs.dtype)
-                all_attentions += (probs * pair_mask,)
-        hidden_states = self.emb_layer_norm_after(hidden_states)
-        if output_hidden_states:
-            # The original reports the last layer after the final LayerNorm.
-            all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        return self.emb_layer_norm_after(hidden_states)
 
 
 class RnaFmLMHead(nn.Module):
@@ -588,6 +345,13 @@ class RnaFmLMHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.layer_norm(self.activation(self.dense(features)))) + self.bias
+
+    def resize_bias(self, vocab_size: int) -> None:
+        """Follow a resized vocabulary: the bias of tokens kept stays, new tokens start at 0."""
+        kept = min(vocab_size, len(self.bias))
+        bias = self.bias.detach().new_zeros(vocab_size)
+        bias[:kept] = self.bias.detach()[:kept]
+        self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
 
 
 class RnaFmContactPredictionHead(nn.Module):
@@ -698,25 +462,34 @@ class RnaFmPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RnaFmLayer", "RnaFmEmbeddings"]
     _supports_sdpa = True
-    _supports_attention_backend = False
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    # transformers records these for `output_hidden_states` / `output_attentions`: the embeddings and each layer's
+    # output (the last one replaced by `last_hidden_state`, after the final LayerNorm, as the original reports it),
+    # and the attention weights each layer computed with.
+    _can_record_outputs = {
+        "hidden_states": RnaFmLayer,
+        "attentions": OutputRecorder(RnaFmSelfAttention, index=1),
+    }
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, RnaFmLMHead):
-            nn.init.zeros_(module.bias)
+            init.zeros_(module.bias)
         # The original's initialisation of its downstream heads: Kaiming (fan-in) convolutions (the structure head
         # has the only ones) and a near-zero reduction. Set per module: transformers skips modules without
         # parameters of their own when initialising a model of custom code.
         elif isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in")
+            init.kaiming_normal_(module.weight, mode="fan_in")
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                init.zeros_(module.bias)
         elif (
             isinstance(head := getattr(self, "ss_head", None), RnaFmSecondaryStructureHead)
             and module is head.reduction
         ):
-            nn.init.normal_(module.weight, std=0.001)
-            nn.init.zeros_(module.bias)
+            init.normal_(module.weight, std=0.001)
+            init.zeros_(module.bias)
 
     def _refuse_packed_input(
         self,
@@ -801,23 +574,20 @@ class RnaFmModel(RnaFmPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
-    @can_return_tuple
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        output_attentions = kwargs.get("output_attentions")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
+        kwargs["output_attentions"] = output_attentions
 
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
         bounds, source, position_ids = read_packing(
@@ -831,6 +601,7 @@ class RnaFmModel(RnaFmPreTrainedModel):
                 reference, bounds, source, attention_mask, position_ids, output_attentions, kwargs
             )
             packed = PackedSequences(bounds, reference.shape[1], self.config.max_tokens)
+            kwargs.update(packed.attention_kwargs())
         if attention_mask is None:
             attention_mask = (
                 input_ids.ne(self.config.pad_token_id)
@@ -840,7 +611,27 @@ class RnaFmModel(RnaFmPreTrainedModel):
         if position_ids is not None and packed is None:
             check_position_ids(position_ids, attention_mask, self.config.pad_token_id)
         embeddings = self.embeddings(input_ids, attention_mask, position_ids, inputs_embeds, packed)
-        return self.encoder(embeddings, attention_mask, output_attentions, output_hidden_states, packed)
+        mask = (
+            None
+            if packed is not None
+            else self._attention_mask(embeddings, attention_mask, output_attentions)
+        )
+        return BaseModelOutput(last_hidden_state=self.encoder(embeddings, mask, **kwargs))
+
+    def _attention_mask(
+        self, embeddings: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool
+    ) -> torch.Tensor | None:
+        """transformers' bidirectional mask for the attention backend (None when nothing is padded: the fast SDPA
+        kernels need none, and the original passes None too); eager's when the attention maps are asked for."""
+        implementation = self.config._attn_implementation
+        if output_attentions and implementation not in ("eager", "sdpa"):
+            raise ValueError(
+                f"output_attentions=True needs the eager attention computation, which {implementation!r} masks "
+                "cannot feed: call model.set_attn_implementation('sdpa') (or 'eager') first."
+            )
+        return create_bidirectional_mask(
+            config=self.config, inputs_embeds=embeddings, attention_mask=attention_mask
+        )
 
     def _check_packing(
         self,
@@ -920,6 +711,13 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
+    def resize_token_embeddings(self, *args, **kwargs) -> nn.Embedding:
+        """transformers' resizing, with the LM head's bias (a parameter of its own, as in the original) resized
+        too."""
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        self.lm_head.resize_bias(embeddings.num_embeddings)
+        return embeddings
+
     @can_return_tuple
     def forward(
         self,
@@ -928,8 +726,6 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput:
         outputs = self.rnafm(
@@ -937,9 +733,6 @@ class RnaFmForMaskedLM(RnaFmPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)
@@ -971,6 +764,15 @@ class RnaFmContactPredictionOutput(ModelOutput):
     logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class RnaFmSecondaryStructureOutput(RnaFmContactPredictionOutput):
+    """
+    Output of [`RnaFmForSecondaryStructure`]: the fields of [`RnaFmContactPredictionOutput`], with `logits` the
+    (batch, L, L) symmetric pair logits of the ResNet head over nucleotides; `torch.sigmoid(logits)` are the pairing
+    probabilities, which `rnafm_hf.structure.fold_probabilities` turns into a structure.
+    """
 
 
 class RnaFmForContactPrediction(RnaFmPreTrainedModel):
@@ -1021,11 +823,11 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> RnaFmContactPredictionOutput:
+        output_attentions = kwargs.pop("output_attentions", None)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        self._refuse_reentrant_checkpointing()
         self._refuse_packed_input(
             input_ids,
             inputs_embeds,
@@ -1040,8 +842,6 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             output_attentions=True,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         residue_mask = residue_mask_of(input_ids, attention_mask, outputs.last_hidden_state, self.config)
@@ -1057,6 +857,22 @@ class RnaFmForContactPrediction(RnaFmPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions if output_attentions else None,
         )
+
+    def _refuse_reentrant_checkpointing(self) -> None:
+        """The attention maps leave each layer through transformers' output recording, outside a reentrant
+        checkpoint's graph, so no gradient would reach the encoder: only non-reentrant checkpointing trains it."""
+        layer = self.rnafm.encoder.layers[0]
+        checkpoint = getattr(layer, "_gradient_checkpointing_func", None)
+        options = getattr(
+            checkpoint, "keywords", None
+        )  # transformers' functools.partial of torch's checkpoint
+        reentrant = isinstance(options, dict) and options.get("use_reentrant", True)
+        if layer.gradient_checkpointing and self.training and torch.is_grad_enabled() and reentrant:
+            raise ValueError(
+                "RnaFmForContactPrediction learns from the attention maps, which reentrant gradient checkpointing "
+                "leaves without a gradient: enable it with gradient_checkpointing_kwargs={'use_reentrant': False} "
+                "(transformers' default), or turn it off."
+            )
 
 
 class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
@@ -1111,10 +927,8 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> RnaFmContactPredictionOutput:
+    ) -> RnaFmSecondaryStructureOutput:
         self._refuse_packed_input(
             input_ids,
             inputs_embeds,
@@ -1128,9 +942,6 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -1143,7 +954,7 @@ class RnaFmForSecondaryStructure(RnaFmPreTrainedModel):
             loss = pair_loss(
                 logits, labels.to(logits.device), residue_mask[:, 1:-1], kwargs.get("num_items_in_batch")
             )
-        return RnaFmContactPredictionOutput(
+        return RnaFmSecondaryStructureOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
@@ -1195,8 +1006,6 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         self._refuse_packed_input(
@@ -1212,9 +1021,6 @@ class RnaFmForSequenceClassification(RnaFmPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -1284,8 +1090,6 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput:
         outputs = self.rnafm(
@@ -1293,9 +1097,6 @@ class RnaFmForTokenClassification(RnaFmPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -1334,4 +1135,5 @@ __all__ = [
     "RnaFmForTokenClassification",
     "RnaFmModel",
     "RnaFmPreTrainedModel",
+    "RnaFmSecondaryStructureOutput",
 ]

@@ -13,8 +13,16 @@ from conftest import DATA, read_fasta, tiny_config
 from transformers import DataCollatorWithFlattening
 
 import rnafm_hf
-from rnafm_hf import RnaFmCodonTokenizer, RnaFmConfig, RnaFmModel, RnaFmTokenizer, load_original_checkpoint
-from rnafm_hf.modeling_rnafm import PackedSequences, packed_attention, padded_packed_attention
+from rnafm_hf import (
+    RnaFmCodonTokenizer,
+    RnaFmConfig,
+    RnaFmModel,
+    RnaFmTokenizer,
+    load_original_checkpoint,
+    modeling_rnafm,
+    packing_rnafm,
+)
+from rnafm_hf.packing_rnafm import padded_packed_attention
 
 SEQUENCES = [
     "GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU",
@@ -83,15 +91,47 @@ def test_one_padded_attention_call_equals_one_call_per_sequence(attn_implementat
 
     from rnafm_hf.modeling_rnafm import eager_attention_forward
 
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        attn_implementation, eager_attention_forward
+    )  # unwrapped
     module = tiny_model().encoder.layers[0].self_attn
     bounds = torch.tensor([0, 5, 6, 19, 27])
     query, key, value = torch.randn(3, 1, 4, 27, 8).unbind(0)
-    packed = PackedSequences(bounds, 27, 1024)
-    per_sequence = packed_attention(interface, module, query, key, value, packed, 0.0)
-    one_call = padded_packed_attention(interface, module, query, key, value, packed, 0.0)
-    assert per_sequence.shape == one_call.shape == (1, 27, 4, 8)
+    per_sequence, weights = modeling_rnafm.ALL_ATTENTION_FUNCTIONS[attn_implementation](
+        module, query, key, value, None, cu_seq_lens_q=bounds, max_length_q=13, dropout=0.0, scaling=1.0
+    )
+    one_call = padded_packed_attention(
+        interface, module, query, key, value, bounds, 13, dropout=0.0, scaling=1.0
+    )
+    assert weights is None and per_sequence.shape == one_call.shape == (1, 27, 4, 8)
     torch.testing.assert_close(one_call, per_sequence, atol=1e-6, rtol=0)
+
+
+class FakeCudaTensor:
+    """Stands in for a CUDA query: `within_packed_sequences` chooses its kernel by device, dtype and dropout."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor, self.device, self.dtype = tensor, torch.device("cuda"), torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("dtype", "dropout", "kernel"),
+    [(torch.bfloat16, 0.0, "varlen"), (torch.float32, 0.0, "padded"), (torch.bfloat16, 0.1, "padded")],
+)
+def test_packed_attention_on_an_accelerator_picks_its_kernel(monkeypatch, dtype, dropout, kernel):
+    """No GPU here: the dispatch is checked with the kernels recorded instead of run (bench_gpu.py runs them)."""
+    calls = []
+    monkeypatch.setattr(packing_rnafm, "varlen_packed_attention", lambda *a: calls.append("varlen") or "out")
+    monkeypatch.setattr(
+        packing_rnafm, "padded_packed_attention", lambda *a, **k: calls.append("padded") or "out"
+    )
+    query = FakeCudaTensor(torch.zeros(1))
+    query.dtype = dtype
+    attention = packing_rnafm.within_packed_sequences(lambda *a, **k: pytest.fail("called unpacked"))
+    output, weights = attention(
+        None, query, None, None, None, cu_seq_lens_q=torch.tensor([0, 3]), max_length_q=3, dropout=dropout
+    )
+    assert (output, weights, calls) == ("out", None, [kernel])
 
 
 @pytest.mark.parametrize(

@@ -210,10 +210,13 @@ def test_contact_labels_give_masked_bce(tokenizer):
     assert out.loss.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
-def test_inputs_embeds_give_the_same_outputs_as_input_ids(tokenizer):
-    """Without input_ids the contact head finds <cls>/<eos> by place; with them, by id. Both must agree."""
+@pytest.mark.parametrize("token_dropout", [True, False])
+def test_inputs_embeds_give_the_same_outputs_as_input_ids(tokenizer, token_dropout):
+    """Without input_ids the contact head finds <cls>/<eos> by place; with them, by id. Both must agree, token
+    dropout's rescaling included (no <mask> here, so none is missed by taking no embedding row as masked)."""
     torch.manual_seed(0)
-    model = RnaFmForContactPrediction(tiny_config(contact_head_trained=True, token_dropout=False)).eval()
+    config = tiny_config(contact_head_trained=True, token_dropout=token_dropout)
+    model = RnaFmForContactPrediction(config).eval()
     batch = tokenizer(["GGGAAACCC", "ACGU"], padding=True, return_tensors="pt")
     embeds = model.rnafm.get_input_embeddings()(batch["input_ids"])
     with torch.no_grad():
@@ -221,6 +224,7 @@ def test_inputs_embeds_give_the_same_outputs_as_input_ids(tokenizer):
         by_embeds = model(
             inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True
         )
+    assert torch.equal(by_ids.hidden_states[0], by_embeds.hidden_states[0])
     assert torch.allclose(by_ids.hidden_states[-1], by_embeds.hidden_states[-1], atol=1e-6)
     assert torch.allclose(by_ids.logits, by_embeds.logits, atol=1e-6)
 

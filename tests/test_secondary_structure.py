@@ -78,8 +78,8 @@ def test_converted_folder_reproduces_the_original_head(checkpoint, backbone, fol
 
 
 def test_inputs_embeds_and_input_ids_agree():
-    """Without input_ids, `<cls>`/`<eos>` are found by place; with them, by id (token dropout needs ids)."""
-    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY, token_dropout=False)).eval()
+    """Without input_ids, `<cls>`/`<eos>` are found by place; with them, by id."""
+    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY, token_dropout=True)).eval()
     batch = RnaFmTokenizer()(["GGGAAACCCU", "ACGUA"], padding=True, return_tensors="pt")
     embeds = model.rnafm.embeddings.word_embeddings(batch["input_ids"])
     with torch.no_grad():
