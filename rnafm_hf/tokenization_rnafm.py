@@ -69,7 +69,7 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
         **kwargs: Any,
     ):
         saved_vocab = kwargs.pop("vocab", None)
-        if saved_vocab is not None and dict(saved_vocab) != self._vocab_dict():
+        if saved_vocab is not None and self._tokens_in_id_order(saved_vocab) != list(self.vocabulary):
             raise ValueError(
                 f"{type(self).__name__} has a fixed vocabulary (the original RNA-FM ids); the saved tokenizer "
                 "file holds a different one. Load it with the tokenizer class that wrote it."
@@ -108,6 +108,16 @@ class _RnaFmTokenizerBase(PreTrainedTokenizerFast):
         )
 
     # ---- construction ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tokens_in_id_order(vocab: dict[str, int] | list) -> list[str]:
+        """A saved vocabulary's tokens by id: a {token: id} mapping (its ids must then be 0, 1, 2, ... to match), or
+        (token, score) pairs listed in id order (as transformers' tokenizer extractors give them)."""
+        if isinstance(vocab, dict) and sorted(vocab.values()) != list(range(len(vocab))):
+            return []
+        if isinstance(vocab, dict):
+            return [token for index, token in sorted((index, token) for token, index in vocab.items())]
+        return [entry[0] if isinstance(entry, (list, tuple)) else entry for entry in vocab]
 
     @classmethod
     def _vocab_dict(cls) -> dict[str, int]:

@@ -20,6 +20,9 @@ torch.serialization.add_safe_globals([argparse.Namespace])
 # in about one process in eight (fm and ours alike), which would make the 1e-5 parity checks flaky.
 torch.set_num_threads(1)
 
+# transformers' vendored test mixins run through tests/test_transformers_suite.py, not on their own.
+collect_ignore = ["transformers_suite"]
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 # With a small structure head too, so that folding is fast.
