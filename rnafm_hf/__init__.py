@@ -11,67 +11,74 @@ Importing the package registers the models and tokenizers with the transformers 
 ```
 """
 
-from .auto import AutoModelForContactPrediction, register_auto_classes
-from .configuration_rnafm import RnaFmConfig, RnaFmConfigError
-from .conversion import add_remote_code
-from .data_collators import DataCollatorForPairLabels, RnaFmDataCollatorForLanguageModeling
-from .embedding import InvalidSequencesError, embed
-from .embedding_store import EmbeddingStore, embed_to_folder, load_embeddings
-from .model_loading import ModelFolderError, NonFiniteOutputError
-from .modeling_rnafm import (
-    RnaFmContactPredictionOutput,
-    RnaFmForContactPrediction,
-    RnaFmForMaskedLM,
-    RnaFmForSecondaryStructure,
-    RnaFmForSequenceClassification,
-    RnaFmForTokenClassification,
-    RnaFmModel,
-    RnaFmPreTrainedModel,
-    RnaFmSecondaryStructureOutput,
-)
-from .original_checkpoint import (
-    CheckpointError,
-    load_original_checkpoint,
-    read_original,
-    read_original_checkpoint,
-)
-from .pipeline import RnaSecondaryStructurePipeline, register_pipeline
-from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer, UnknownResidueWarning
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-register_auto_classes()
-register_pipeline()
+# Public names, each from the module that defines it; loaded when first used.
+_EXPORTS = {
+    "auto": ["AutoModelForContactPrediction", "register_auto_classes"],
+    "configuration_rnafm": ["RnaFmConfig", "RnaFmConfigError"],
+    "conversion": ["add_remote_code"],
+    "data_collators": ["DataCollatorForPairLabels", "RnaFmDataCollatorForLanguageModeling"],
+    "embedding": ["InvalidSequencesError", "embed"],
+    "embedding_store": ["EmbeddingStore", "embed_to_folder", "load_embeddings"],
+    "model_loading": ["ModelFolderError", "NonFiniteOutputError"],
+    "modeling_rnafm": [
+        "RnaFmContactPredictionOutput",
+        "RnaFmSecondaryStructureOutput",
+        "RnaFmForContactPrediction",
+        "RnaFmForMaskedLM",
+        "RnaFmForSecondaryStructure",
+        "RnaFmForSequenceClassification",
+        "RnaFmForTokenClassification",
+        "RnaFmModel",
+        "RnaFmPreTrainedModel",
+    ],
+    "original_checkpoint": [
+        "CheckpointError",
+        "load_original_checkpoint",
+        "read_original",
+        "read_original_checkpoint",
+    ],
+    "pipeline": ["RnaSecondaryStructurePipeline", "register_pipeline"],
+    "tokenization_rnafm": ["RnaFmCodonTokenizer", "RnaFmTokenizer", "UnknownResidueWarning"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "AutoModelForContactPrediction",
-    "CheckpointError",
-    "DataCollatorForPairLabels",
-    "EmbeddingStore",
-    "InvalidSequencesError",
-    "ModelFolderError",
-    "NonFiniteOutputError",
-    "RnaFmCodonTokenizer",
-    "RnaFmConfig",
-    "RnaFmConfigError",
-    "RnaFmContactPredictionOutput",
-    "RnaFmSecondaryStructureOutput",
-    "RnaFmDataCollatorForLanguageModeling",
-    "RnaFmForContactPrediction",
-    "RnaFmForMaskedLM",
-    "RnaFmForSecondaryStructure",
-    "RnaFmForSequenceClassification",
-    "RnaFmForTokenClassification",
-    "RnaFmModel",
-    "RnaFmPreTrainedModel",
-    "RnaFmTokenizer",
-    "RnaSecondaryStructurePipeline",
-    "UnknownResidueWarning",
-    "add_remote_code",
-    "embed",
-    "embed_to_folder",
-    "load_embeddings",
-    "load_original_checkpoint",
-    "read_original",
-    "read_original_checkpoint",
-]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'rnafm_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
+
+def register() -> None:
+    """Register the configuration, models, tokenizers and the structure pipeline with transformers (what
+    `import rnafm_hf` does; the `rnafm-hf` command does it only once its arguments are checked)."""
+    from .auto import register_auto_classes
+    from .pipeline import register_pipeline
+
+    register_auto_classes()
+    register_pipeline()
+
+
+def _started_as_the_command() -> bool:
+    """`rnafm-hf ...` or `python -m rnafm_hf ...`: the command registers once its arguments are checked, so that
+    `--help` and argument errors answer without importing torch and transformers."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    started_as_module = any(a == "-m" and b == __name__ for a, b in zip(argv, argv[1:], strict=False))
+    return started_as_module or sys.argv[0].rsplit("/", 1)[-1].removesuffix(".exe") == "rnafm-hf"
+
+
+if not _started_as_the_command():
+    register()
+
+__all__ = ["register", *sorted(_MODULE_OF)]

@@ -15,8 +15,35 @@ EXIT_INTERRUPTED = 130
 FILE_SYSTEM_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
+# The library speaks of its parameters; the command, of its flags. Each library phrase and what it is here.
+PARAMETERS_AS_FLAGS = {
+    "skip_invalid=True": "--skip-invalid",
+    "long='truncate'": "--long truncate",
+    "long='window'": "--long window",
+    "long='error'": "--long error",
+    "dtype='bfloat16'": "--dtype bfloat16",
+    "dtype='float32'": "--dtype float32",
+    "overwrite=True": "--overwrite",
+    "num_attention_heads=...": "--num-attention-heads N",
+    "window_size and window_stride": "--window-size and --window-stride",
+    "batch_tokens": "--batch-tokens",
+    "pass a list: ['ACGU...']": "give a FASTA file",
+}
+
+
+def _in_flags(message: str) -> str:
+    for parameter, flag in PARAMETERS_AS_FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
+
+
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(_in_flags(message), file=sys.stderr, flush=True)
+
+
+def _count(number: int, noun: str) -> str:
+    """`1 sequence`, `2 sequences`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _format_size(size: int) -> str:
@@ -93,15 +120,18 @@ def _fold(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         skip_invalid=args.skip_invalid,
+        progress=not args.quiet,
         log=_say,
     )
-    print(summary_table(rows))
+    if not args.quiet:
+        print(summary_table(rows))
     folded = sum(row.skipped is None for row in rows)
     skipped = len(rows) - folded
-    print(
-        f"Folded {folded} of {len(rows)} sequences into {args.output}"
-        + (f" ({skipped} skipped, listed above)" if skipped else "")
-    )
+    if not args.quiet:
+        print(
+            f"Folded {folded} of {_count(len(rows), 'sequence')} into {args.output}"
+            + (f" ({skipped} skipped, listed above)" if skipped else "")
+        )
     return 0 if folded else EXIT_ERROR
 
 
@@ -126,6 +156,7 @@ def _embed(args: argparse.Namespace) -> int:
             skip_invalid=args.skip_invalid,
             overwrite=args.overwrite,
             shard_mb=args.shard_mb,
+            progress=not args.quiet,
             log=_say,
         )
     finally:
@@ -133,7 +164,10 @@ def _embed(args: argparse.Namespace) -> int:
     if is_main:
         skipped = f"; {len(result.skipped)} skipped (listed above)" if result.skipped else ""
         earlier = f", {result.already_done} from an earlier run" if result.already_done else ""
-        print(f"Embedded {result.embedded} sequences into {result.output_dir}{earlier}{skipped}")
+        if not args.quiet:
+            print(
+                f"Embedded {_count(result.embedded, 'sequence')} into {result.output_dir}{earlier}{skipped}"
+            )
     return 0
 
 
@@ -201,15 +235,37 @@ def _add_publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-message", help="commit message of the upload")
 
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnafm-hf")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _check_input_file(args: argparse.Namespace) -> None:
+    """A missing input file is named before anything heavy is imported."""
+    path = getattr(args, "fasta", None) or getattr(args, "checkpoint", None)
+    if path and path != "-" and not path.startswith("hf://") and not Path(path).exists():
+        what = "FASTA file" if getattr(args, "fasta", None) else "checkpoint"
+        raise ValueError(f"no such {what}: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .conversion import DEFAULT_OUTPUT_NAMES, DTYPES
-    from .folding import OUTPUT_FORMATS, PLOT_INSTALL
-    from .model_card import DEFAULT_BASE_MODEL
-    from .original_checkpoint import KINDS
+    from .options import (
+        CONVERSION_DTYPES,
+        DEFAULT_BASE_MODEL,
+        DEFAULT_OUTPUT_NAMES,
+        FOLD_OUTPUT_FORMATS,
+        KINDS,
+        PLOT_INSTALL,
+    )
 
     parser = argparse.ArgumentParser(
         prog="rnafm-hf", description="RNA-FM and mRNA-FM for Hugging Face transformers.", allow_abbrev=False
     )
+    parser.add_argument("--version", action="version", version=f"rnafm-hf {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
@@ -229,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", choices=KINDS, help="skip detection from the contents and read the file as this"
     )
     convert.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32", help="weight dtype (default float32)"
+        "--dtype", choices=CONVERSION_DTYPES, default="float32", help="weight dtype (default float32)"
     )
     convert.add_argument(
         "--verify",
@@ -311,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fold.add_argument(
         "--formats",
-        default=",".join(OUTPUT_FORMATS),
-        help="comma-separated, from " + ",".join(OUTPUT_FORMATS) + " (default: all)",
+        default=",".join(FOLD_OUTPUT_FORMATS),
+        help="comma-separated, from " + ",".join(FOLD_OUTPUT_FORMATS) + " (default: all)",
     )
     fold.add_argument(
         "--plot", action="store_true", help=f"also write a PNG heat map per sequence (needs {PLOT_INSTALL})"
@@ -338,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip (and list) duplicate ids, empty sequences, unknown characters, sequences over 1022 nt instead "
         "of stopping",
     )
+    _add_quiet_option(fold)
     fold.set_defaults(handler=_fold)
 
     _add_embed_parser(commands)
@@ -345,8 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_quiet_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no closing line (errors still show)"
+    )
+
+
 def _add_serve_parser(commands) -> None:
-    from .server import SERVE_INSTALL, ServerLimits
+    from .options import SERVE_INSTALL
+    from .server_limits import ServerLimits
 
     defaults = ServerLimits()
     serve = commands.add_parser(
@@ -378,8 +442,16 @@ def _add_serve_parser(commands) -> None:
 
 
 def _add_embed_parser(commands) -> None:
-    from .embedding import DEFAULT_BATCH_TOKENS, DTYPES, LONG_MODES, MERGES, POOLINGS
-    from .embedding_store import DEFAULT_SHARD_MB, SHARD_SECONDS, STORE_FORMATS
+    from .options import (
+        COMPUTE_DTYPES,
+        DEFAULT_BATCH_TOKENS,
+        DEFAULT_SHARD_MB,
+        LONG_MODES,
+        MERGES,
+        POOLINGS,
+        SHARD_SECONDS,
+        STORE_FORMATS,
+    )
 
     embed = commands.add_parser(
         "embed",
@@ -421,7 +493,7 @@ def _add_embed_parser(commands) -> None:
     embed.add_argument("--device", help="torch device, e.g. cpu, cuda or cuda:1 (default: a GPU if any)")
     embed.add_argument(
         "--dtype",
-        choices=list(DTYPES),
+        choices=COMPUTE_DTYPES,
         default="float32",
         help="compute precision; bfloat16/float16 run under autocast, arrays stay float32 (float16: GPU only)",
     )
@@ -462,6 +534,7 @@ def _add_embed_parser(commands) -> None:
         help=f"size of safetensors shards in MB (default {DEFAULT_SHARD_MB}; a shard is also closed after "
         f"{SHARD_SECONDS} s of work, so a killed run loses at most that)",
     )
+    _add_quiet_option(embed)
     embed.set_defaults(handler=_embed)
 
 
@@ -478,9 +551,16 @@ def _joined_layers(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_joined_layers(sys.argv[1:] if argv is None else argv))
+    try:
+        _check_input_file(args)
+    except ValueError as error:
+        _say(f"rnafm-hf {args.command}: error: {error}")
+        return EXIT_ERROR
+    from . import register
     from .hub import PublishError
     from .verification import ParityError
 
+    register()  # `import rnafm_hf` does it, except in this command, which waits for checked arguments
     try:
         return args.handler(args)
     except ParityError as error:

@@ -24,15 +24,15 @@ from typing import Any
 import torch
 
 from .hub import resolve_checkpoint
-from .model_card import DEFAULT_BASE_MODEL, render_model_card
+from .model_card import render_model_card
 from .modeling_rnafm import RnaFmForMaskedLM, RnaFmForSecondaryStructure
+from .options import CONVERSION_DTYPES, DEFAULT_BASE_MODEL, DEFAULT_OUTPUT_NAMES
 from .original_checkpoint import OriginalCheckpoint, build_model, read_original
 from .output_folder import NoSpaceError, OutputFolder, _is_no_space, _no_space, hold_lock, sibling_lock
 from .tokenization_rnafm import RnaFmCodonTokenizer, RnaFmTokenizer
 from .verification import FM_INSTALL, ParityError, ParityReport, fm_is_available, verify_folder
 
-DEFAULT_OUTPUT_NAMES = {"rna-fm": "rna-fm", "mrna-fm": "mrna-fm", "rna-fm-ss": "rna-fm-ss"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in CONVERSION_DTYPES}
 # The modules a folder needs for trust_remote_code; modeling imports configuration relatively.
 REMOTE_CODE_FILES = (
     "configuration_rnafm.py",

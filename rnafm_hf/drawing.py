@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .options import PLOT_INSTALL
 from .structure import SecondaryStructure
-
-PLOT_INSTALL = "pip install 'rnafm-hf[plot]'"
 
 
 def _figure(width: float, height: float):

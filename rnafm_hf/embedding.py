@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from .devices import checked_device
-from .hub import check_model_name
 from .model_loading import NonFiniteOutputError, is_finite, load_model, non_finite_cause
+from .model_names import check_model_name, model_location
+from .options import COMPUTE_DTYPES, DEFAULT_BATCH_TOKENS, LONG_MODES, MERGES, POOLINGS
 from .records import (  # noqa: F401 (InvalidSequencesError and read_inputs: imported from here by callers)
     InputRules,
     InvalidRecord,
@@ -31,12 +32,8 @@ from .records import (  # noqa: F401 (InvalidSequencesError and read_inputs: imp
     read_inputs,
 )
 
-POOLINGS = ("none", "mean", "cls")
-LONG_MODES = ("error", "truncate", "window")
-MERGES = ("mean", "center")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_BATCH_TOKENS = 4096  # as fast as larger batches on a CPU, in less memory; raise it on a GPU
-FLOAT16_REMEDY = "embed with dtype='bfloat16' or 'float32' (--dtype)."
+DTYPES = {name: getattr(torch, name) for name in COMPUTE_DTYPES}
+FLOAT16_REMEDY = "embed with dtype='bfloat16' or dtype='float32'."
 
 
 @dataclass(frozen=True)
@@ -220,7 +217,7 @@ class Embedder:
             tokenizer,
             self.limit,
             allow_long=settings.long != "error",
-            long_remedy="use long='truncate' or long='window' (--long)",
+            long_remedy="use long='truncate' or long='window'",
         )
         tokenizer_k_mer = tokenizer.k_mer
         if tokenizer_k_mer != self.k_mer:
@@ -464,7 +461,7 @@ def load_encoder(
 
     device = checked_device(device)
     if isinstance(model, (str, os.PathLike)):
-        name = check_model_name(model)
+        name = model_location(check_model_name(model))
         # float32 weights whatever the folder stores: --dtype decides the compute precision. torch's GELU kernel,
         # within ~1e-6 of the original formula, is one pass over the feed-forward intermediate instead of five.
         # Loaded first and strictly: a damaged folder or an invalid config.json is refused with its own message.
@@ -598,7 +595,7 @@ def checked_records(
         skip_invalid,
         log,
         "embedded",
-        "skip them with skip_invalid=True (--skip-invalid)",
+        "skip them with skip_invalid=True",
     )
     if log is None:
         return valid, invalid

@@ -36,15 +36,13 @@ from .embedding import (
     print_to_stderr,
 )
 from .fasta import safe_stems
+from .options import DEFAULT_SHARD_MB, SHARD_SECONDS, STORE_FORMATS
 from .output_folder import OutputFolder, input_fingerprint, model_fingerprint
 
-STORE_FORMATS = ("npy", "safetensors")
 RUN_FILE = "run.json"
 INDEX_FILE = "index.tsv"
 INDEX_HEADER = ("id", "file", "length", "embedded", "windows")
 SHARD_PREFIX = "shard-"
-DEFAULT_SHARD_MB = 256
-SHARD_SECONDS = 120  # a shard is also closed after this long, so a kill loses at most this much work
 PROCESS_GROUP_HOURS = 24
 
 

@@ -18,17 +18,18 @@ import numpy as np
 
 from .drawing import PLOT_INSTALL, plot_structure
 from .fasta import safe_stems
-from .hub import check_model_name
 from .model_loading import NonFiniteOutputError
+from .model_names import check_model_name
+from .options import FOLD_OUTPUT_FORMATS
 from .output_folder import Journal, OutputFolder, input_fingerprint, model_fingerprint
 from .pipeline import load_structure_pipeline
 from .records import checked, read_inputs
-from .structure import FORMATS, SecondaryStructure
+from .structure import SecondaryStructure
 
 if TYPE_CHECKING:
     from transformers import Pipeline
 
-OUTPUT_FORMATS = (*FORMATS, "npy")
+OUTPUT_FORMATS = FOLD_OUTPUT_FORMATS
 SUMMARY_NAME = "summary.tsv"
 PLOT_FORMAT = "png"
 FINISHED = "records"  # the journal of finished records: their summary rows, for a resumed run
@@ -119,7 +120,7 @@ def fold_fasta(
     output.check()  # a folder fold did not write is refused before the model loads
     fold = model if isinstance(model, Pipeline) else load_structure_pipeline(model, device=device)
     valid, invalid = checked(
-        fold.rules, records, skip_invalid, log, "folded", "skip them with skip_invalid=True (--skip-invalid)"
+        fold.rules, records, skip_invalid, log, "folded", "skip them with skip_invalid=True"
     )
     reasons = {item.number: item.reason for item in invalid}
     sequences = {record.number: record.sequence for record in valid}

@@ -17,18 +17,6 @@ class PublishError(RuntimeError):
     """An upload to the Hub failed; the local folder is untouched."""
 
 
-def check_model_name(name: str | os.PathLike, checkpoint: str = "an original checkpoint") -> str:
-    """`name` as a string if it is an existing folder or looks like a Hub id (`OWNER/NAME`); otherwise a
-    `FileNotFoundError` saying how to make the folder from `checkpoint`."""
-    name = os.fspath(name)
-    if not Path(name).exists() and name.count("/") != 1:
-        raise FileNotFoundError(
-            f"No model folder {name!r}: convert {checkpoint} first (`rnafm-hf convert FILE --output {name}`), or "
-            "name a Hub repo as OWNER/NAME."
-        )
-    return name
-
-
 def parse_hf_path(path: str) -> tuple[str, str, str | None]:
     """
     `hf://OWNER/REPO[@REVISION]/FILE` (a model repo) -> `(repo_id, filename, revision)`. A revision with a `/` in

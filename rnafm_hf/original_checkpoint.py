@@ -28,11 +28,11 @@ import torch
 from .configuration_rnafm import MRNA_FM_PRESET, RNA_FM_PRESET, RnaFmConfig
 from .model_loading import is_finite
 from .modeling_rnafm import RnaFmModel, RnaFmPreTrainedModel
+from .options import KINDS
 from .safe_loading import UnsafeCheckpointError, load_checkpoint_safely
 from .structure_backbone import BackboneSettings, backbone_settings, check_backbone_weights, head_threshold
 
 PADDING_IDX = 1
-KINDS = ("rna-fm", "mrna-fm", "rna-fm-ss")
 # What fm's BioBertModel reads from the training arguments (fairseq's `encoder_` prefix removed).
 FM_REQUIRED_ARGS = ("arch", "layers", "embed_dim", "ffn_embed_dim", "attention_heads", "max_positions")
 FAIRSEQ_NAMES = {
@@ -295,7 +295,7 @@ def _config_from(
         raise CheckpointError(
             f"Width {values['hidden_size']} cannot be split into {values['num_attention_heads']!r} attention heads; "
             + (
-                "the head count is not stored in the weights: pass num_attention_heads=... (--num-attention-heads)."
+                "the head count is not stored in the weights: pass num_attention_heads=...."
                 if args is None
                 else "the file's training arguments are damaged."
             )

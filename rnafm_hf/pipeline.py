@@ -13,6 +13,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .auto import AutoModelForContactPrediction
 from .devices import checked_device
 from .model_loading import NonFiniteOutputError, is_finite, load_model, non_finite_cause
+from .model_names import model_location
 from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord
 from .structure import fold_probabilities
 
@@ -181,7 +182,7 @@ def load_structure_pipeline(
     errors come as they are rather than inside transformers' list of the classes it tried."""
     from transformers import AutoTokenizer, pipeline
 
-    name = os.fspath(model)
+    name = model_location(os.fspath(model))
     device = checked_device(device) if isinstance(device, (str, torch.device)) else device
     loaded = load_model(name, AutoModelForContactPrediction, **{"dtype": "auto", **model_kwargs})
     return pipeline(TASK, model=loaded, tokenizer=AutoTokenizer.from_pretrained(name), device=device)

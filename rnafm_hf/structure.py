@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .configuration_rnafm import RnaFmConfig
+from .options import STRUCTURE_FORMATS
 
 # The threshold the original prediction script applies to the PDB-All head's probabilities.
 DEFAULT_THRESHOLD: float = RnaFmConfig.ss_threshold
@@ -42,7 +43,7 @@ BRACKETS = ["()", "[]", "{}", "<>"] + [
 ]
 _OPENING = {pair[0]: level for level, pair in enumerate(BRACKETS)}
 _CLOSING = {pair[1]: level for level, pair in enumerate(BRACKETS)}
-FORMATS = ("ct", "bpseq", "dbn")
+FORMATS = STRUCTURE_FORMATS
 _SUFFIXES = {".ct": "ct", ".bpseq": "bpseq", ".dbn": "dbn", ".db": "dbn", ".dot": "dbn"}
 
 

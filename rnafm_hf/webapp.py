@@ -21,11 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .embedding import POOLINGS
+from .options import POOLINGS, SERVE_INSTALL
 from .server import (
     EXAMPLE_INPUT,
     KEEP_RESULTS_SECONDS,
-    SERVE_INSTALL,
     FoldResult,
     RequestError,
     RnaFmServer,

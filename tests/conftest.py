@@ -1,6 +1,7 @@
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # MKL's reproducible mode, set before torch loads MKL: by default, on some CPUs (AMD EPYC here), MKL's sgemm rounds
@@ -13,6 +14,8 @@ import torch  # noqa: E402
 from original_checkpoints import write_original_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Released models are converted into this cache; the tests' own, never the user's.
+os.environ["RNAFM_HF_CACHE"] = tempfile.mkdtemp(prefix="rnafm-hf-cache-")
 sys.path.insert(0, str(Path(__file__).parent))
 # The original loader calls torch.load without weights_only; torch >= 2.6 needs Namespace allow-listed for it.
 torch.serialization.add_safe_globals([argparse.Namespace])

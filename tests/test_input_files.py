@@ -95,7 +95,9 @@ def test_an_unreadable_input_is_one_line_naming_the_file(
         assert status != 0 and "Traceback" not in error
         naming = [line for line in error.splitlines() if str(path) in line]
         assert len(naming) == 1 and naming[0].startswith(f"rnafm-hf {command}: error: "), error
-        if command == "fold" or case not in EMBED_NAMES_FIRST:
+        if case == "missing":  # the command checks its input file before loading anything
+            assert naming[0] == f"rnafm-hf {command}: error: no such FASTA file: {path}"
+        elif command == "fold" or case not in EMBED_NAMES_FIRST:
             assert says in naming[0]
 
 
@@ -121,6 +123,7 @@ def test_standard_input_is_read_for_a_dash(monkeypatch):
         read_fasta("-")
 
 
+@pytest.mark.slow
 def test_embed_reads_standard_input(saved_folder, tmp_path):
     """`rnafm-hf embed -` in its own process, the FASTA piped in: the arrays of the same file embedded."""
     fasta = tmp_path / "two.fasta"

@@ -269,7 +269,10 @@ def test_fold_skips_what_it_cannot_read_and_finishes_the_rest(folder, tmp_path, 
     assert main([*command, "--overwrite"]) == 1
     assert "not written by rnafm-hf fold" in capsys.readouterr().err and (out / "mine.txt").exists()
     assert main(["fold", str(fasta), "-o", str(tmp_path / "y")]) == 1
-    assert "No model folder 'rna-fm-ss': convert RNA-FM-ResNet_PDB-All.pth first" in capsys.readouterr().err
+    # No folder rna-fm-ss here: the released model, whose download HF_HUB_OFFLINE=1 forbids.
+    error = capsys.readouterr().err
+    assert "Could not get the released RNA-FM-ResNet_PDB-All.pth from the Hub repo cuhkaih/rnafm" in error
+    assert "rnafm-hf convert RNA-FM-ResNet_PDB-All.pth --output FOLDER" in error
     assert (
         main(["fold", str(fasta), "--model", str(folder), "-o", str(tmp_path / "x"), "--formats", "pdf"]) == 1
     )

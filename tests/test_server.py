@@ -368,6 +368,7 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(client, serv
 # ---- one command, and the Space ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_command_starts_the_app(rna_folder, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "rnafm_hf", "serve", "--model", str(rna_folder), "--port", str(port)]
@@ -414,7 +415,10 @@ def test_serve_names_a_missing_structure_folder(rna_folder, tmp_path, capsys):
 
     assert main(["serve", "--model", str(rna_folder), "--ss-model", str(tmp_path / "rna-fm-ss")]) == 1
     error = capsys.readouterr().err
-    assert f"No model folder '{tmp_path / 'rna-fm-ss'}': convert RNA-FM-ResNet_PDB-All.pth first" in error
+    assert (
+        f"No such folder: '{tmp_path / 'rna-fm-ss'}'. Convert RNA-FM-ResNet_PDB-All.pth into it first"
+        in error
+    )
 
 
 def test_space_app_builds_from_its_variables(rna_folder, ss_folder, monkeypatch):
@@ -432,6 +436,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_a_browser_submits_a_sequence_and_gets_the_structure_and_the_download(client, server, tmp_path):
     """Headless Chromium (Debian's, driven by Playwright): paste, predict, see the dot-bracket and the pictures,
     download the .ct file. `RNAFM_SCREENSHOT=path.png` also saves the page (the README's picture)."""
