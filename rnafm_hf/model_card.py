@@ -7,13 +7,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .configuration_rnafm import RnaFmConfig
+from .options import DEFAULT_BASE_MODEL
 from .verification import ParityReport
 
 if TYPE_CHECKING:
     from .original_checkpoint import OriginalCheckpoint
 
 TEMPLATE_NAMES = {"rna-fm": "rna-fm.md", "mrna-fm": "mrna-fm.md", "rna-fm-ss": "rna-fm-ss.md"}
-DEFAULT_BASE_MODEL = "cuhkaih/rnafm"
 
 
 def template_text(kind: str) -> str:
@@ -60,6 +61,56 @@ def settings_section(original: OriginalCheckpoint | None) -> str:
     return "\n".join(rows)
 
 
+# The marker rnafm_hf.stand_in leaves in a stand-in file's training arguments.
+RANDOM_WEIGHTS_MARKER = "rnafm_hf_random_weights"
+SIZE_FIELDS = {
+    "num_hidden_layers": "layers",
+    "hidden_size": "width",
+    "num_attention_heads": "heads",
+    "intermediate_size": "feed-forward width",
+}
+STRUCTURE_SIZE_FIELDS = {
+    "ss_head_reduction": "head reduction",
+    "ss_head_channels": "head channels",
+    "ss_head_blocks": "residual blocks",
+}
+
+
+def _sizes(config: RnaFmConfig, kind: str) -> dict[str, int]:
+    fields = {**SIZE_FIELDS, **(STRUCTURE_SIZE_FIELDS if kind == "rna-fm-ss" else {})}
+    return {words: getattr(config, name) for name, words in fields.items()}
+
+
+def _described(sizes: dict[str, int]) -> str:
+    return ", ".join(f"{words} {value}" for words, value in sizes.items())
+
+
+def identity_section(original: OriginalCheckpoint | None) -> str:
+    """What the card can tell of the weights: a random stand-in (marked by our writer), a file whose sizes are not
+    the released model's, or one with the released sizes (whose source hash tells whether it is the release)."""
+    if original is None:
+        return ""
+    sizes = _sizes(original.config, original.kind)
+    released = _sizes(
+        RnaFmConfig.mrna_fm() if original.kind == "mrna-fm" else RnaFmConfig.rna_fm(), original.kind
+    )
+    if (original.args or {}).get(RANDOM_WEIGHTS_MARKER):
+        return (
+            "**Random weights: not the released model.** The source file is a stand-in with random weights, written "
+            f"by {original.args[RANDOM_WEIGHTS_MARKER]} to try the tools offline; its outputs mean nothing. Its "
+            f"sizes: {_described(sizes)}. The text below describes the released model."
+        )
+    if sizes != released:
+        return (
+            f"**Not the released model: other sizes.** This folder has {_described(sizes)}; the released model has "
+            f"{_described(released)}. The text below describes the released model."
+        )
+    return (
+        f"The source has the released model's sizes ({_described(sizes)}); its SHA-256 above tells whether it is "
+        "the released file itself."
+    )
+
+
 def render_model_card(
     kind: str,
     model_id: str,
@@ -75,6 +126,7 @@ def render_model_card(
     return string.Template(template_text(kind)).substitute(
         model_id=model_id,
         settings=settings_section(settings),
+        identity=identity_section(settings),
         parity=parity_section(report, not_verified_reason),
         source=source or "the original release",
         base_model=base_model,
