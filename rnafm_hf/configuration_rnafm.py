@@ -164,7 +164,9 @@ class RnaFmConfig(PreTrainedConfig):
         classifier_pooling: how [`RnaFmForSequenceClassification`] summarises a sequence: `"mean"` averages the
             last-layer rows of the nucleotides (or codons) only, leaving out `<cls>`, `<eos>` and padding;
             `"cls"` takes the `<cls>` row. RNA-FM was pretrained with masked-LM only, so `<cls>` was never
-            trained to summarise anything; `"mean"` is the default and what the original tutorials use.
+            trained to summarise anything; `"mean"` is the default. (The original RNA-type tutorial averages
+            something else: all 1024 rows of a zero-filled array holding `<cls>`, the nucleotides, `<eos>` and
+            its batch's padding rows; `examples/rna_type_classification.py --protocol tutorial-probe` redoes it.)
         classifier_dropout: dropout of the sequence- and token-classification heads (defaults to
             `hidden_dropout_prob`).
 

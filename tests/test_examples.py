@@ -3,6 +3,7 @@ process and under `accelerate launch` with two CPU processes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -45,6 +46,7 @@ def run(command: list[str], cwd: Path) -> str:
 
 
 @needs_data
+@pytest.mark.slow
 def test_family_clustering_reports_separation_and_draws_the_plot(tiny_folder, tmp_path):
     out = run(
         [
@@ -94,6 +96,7 @@ CLASSIFY = [
 
 
 @needs_data
+@pytest.mark.slow
 def test_rna_type_classification_trains_evaluates_and_saves(tiny_folder, tmp_path):
     out = run([sys.executable, *CLASSIFY, "--model", str(tiny_folder), "--output-dir", "run"], tmp_path)
     assert "28 RNA types; train 196, validation 42, test 42; trained in 1 process(es)" in out
@@ -112,6 +115,7 @@ def test_rna_type_classification_trains_evaluates_and_saves(tiny_folder, tmp_pat
 
 
 @needs_data
+@pytest.mark.slow
 def test_rna_type_classification_under_accelerate_with_two_cpu_processes(tiny_folder, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     out = run(
@@ -173,3 +177,47 @@ def test_examples_explain_a_missing_data_folder(tiny_folder, tmp_path):
             timeout=300,
         )
         assert done.returncode != 0 and "not found; pass --data" in done.stderr
+
+
+@needs_data
+def test_tutorial_probe_features_are_the_tutorials_computed_with_fm(tmp_path):
+    """The tutorial's features computed the tutorial's way with fm itself (its loader and batch converter, chunks
+    of 50 in file order, rows written into a zero 1024 x 640 array and averaged) equal the example's."""
+    import argparse
+
+    import fm
+    import numpy as np
+    from original_checkpoints import write_original_checkpoint
+
+    from rnafm_hf.conversion import convert_checkpoint
+
+    spec = importlib.util.spec_from_file_location(
+        "rna_type_classification", EXAMPLES / "rna_type_classification.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    checkpoint = write_original_checkpoint(tmp_path / "RNA-FM.pth")
+    convert_checkpoint(checkpoint, tmp_path / "rna-fm", verify=False)
+    sequences, _ = example.read_typed_sequences(RNA_TYPES, per_type=3)
+    ours = example.tutorial_features(str(tmp_path / "rna-fm"), sequences)
+
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    model, alphabet = fm.pretrained.load_model_and_alphabet_local(str(checkpoint), theme="rna")
+    converter = alphabet.get_batch_converter()
+    theirs = np.zeros((len(sequences), 1024, model.args.embed_dim))
+    for first in range(0, len(sequences), 50):
+        _, _, tokens = converter([(str(i), s) for i, s in enumerate(sequences[first : first + 50])])
+        with torch.no_grad():
+            states = model.eval()(tokens, repr_layers=[2])["representations"][2].numpy()
+        theirs[first : first + 50, : states.shape[1]] = states
+    assert np.abs(ours - theirs.mean(axis=1)).max() < 1e-5
+
+
+@needs_data
+@pytest.mark.slow
+def test_tutorial_probe_trains_and_reports_its_test_accuracy(tiny_folder, tmp_path):
+    command = [str(EXAMPLES / "rna_type_classification.py"), "--protocol", "tutorial-probe", "--epochs", "3"]
+    out = run([sys.executable, *command, "--model", str(tiny_folder), "--output-dir", "probe"], tmp_path)
+    assert "tutorial linear probe: train 896, validation 224, test 280; test accuracy" in out
+    results = json.loads((tmp_path / "probe" / "tutorial_probe.json").read_text())
+    assert results["epochs"] == 3 and 0 <= results["test_accuracy"] <= 1
