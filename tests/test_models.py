@@ -110,6 +110,7 @@ def test_loading_contact_model_warns_the_head_is_untrained(saved_folder):
     assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_tokenizer_loads_in_a_fresh_process(tmp_path):
     RnaFmCodonTokenizer().save_pretrained(tmp_path / "codon")
     RnaFmTokenizer().save_pretrained(tmp_path / "nucleotide")

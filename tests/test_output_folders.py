@@ -253,6 +253,7 @@ def test_convert_overwrite_replaces_its_own_files_and_keeps_the_users(tmp_path, 
 # ---- kills, failures and full disks ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_fold_killed_by_sigkill_leaves_whole_files_and_resumes_to_the_uninterrupted_result(
     tmp_path, fasta, structure_folder, reference
 ):

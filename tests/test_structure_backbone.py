@@ -80,6 +80,7 @@ def structure_file(tmp_path):
     return path, path.parent / f"{path.stem}-backbone" / BACKBONE
 
 
+@pytest.mark.slow
 def test_backbone_settings_decide_the_numbers(structure_file, tmp_path, capsys):
     path, backbone = structure_file
     original, alphabet = original_structure_model(path, backbone)
@@ -273,6 +274,7 @@ def test_structure_file_refuses_a_missing_backbone_tensor(structure_file, tmp_pa
         read_original(path, backbone=backbone)
 
 
+@pytest.mark.slow
 def test_a_folder_whose_settings_were_assumed_passes_the_assumption_on(structure_file, tmp_path, capsys):
     """A folder converted without its backbone must not turn the guess into a fact when used as a backbone."""
     path, _ = structure_file
