@@ -9,7 +9,7 @@ peak RSS is that process's own; the jobs run `--repeats` times round robin and t
 and after the last (the speed of a shared machine drifts, so the median of these samples is the reference and
 their range is shown), the effective GFLOP/s of each job over the model's FLOPs (the matrix products of every
 layer over each sequence's own tokens, no padding), cold start (import + load) and tokenizer throughput, and checks
-that the outputs agree. Prints Markdown tables; `--update-readme` writes them into README.md.
+that the outputs agree. Prints Markdown tables; `--update-readme` writes them into docs/speed.md.
 
     python benchmarks/bench_embed.py [--fasta FILE] [--limit N] [--workdir DIR] [--update-readme]
     python benchmarks/bench_embed.py --report DIR/results.json [--update-readme]   # the tables of an earlier run
@@ -29,9 +29,9 @@ from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FASTA = ROOT.parent / "shared" / "data" / "format_rnacentral_active.100.sample-Max50.fasta"
-README = ROOT / "README.md"
-README_START = "<!-- bench_embed: start -->"
-README_END = "<!-- bench_embed: end -->"
+SPEED_PAGE = ROOT / "docs" / "speed.md"
+PAGE_START = "<!-- bench_embed: start -->"
+PAGE_END = "<!-- bench_embed: end -->"
 TUTORIAL_CHUNK = 20  # the seed tutorial's batch size
 COLD_REPEATS = 3
 # RNA-FM: 12 layers, width 640, feed-forward 5120.
@@ -335,9 +335,9 @@ def targets(results: dict) -> str:
 
 
 def update_readme(text: str) -> None:
-    readme = README.read_text(encoding="utf-8")
-    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
-    README.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
+    readme = SPEED_PAGE.read_text(encoding="utf-8")
+    start, end = readme.index(PAGE_START) + len(PAGE_START), readme.index(PAGE_END)
+    SPEED_PAGE.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
 
 
 def main() -> None:
@@ -355,7 +355,7 @@ def main() -> None:
         action="store_true",
         help=f"leave out fm's chunks of {TUTORIAL_CHUNK} (the slower fm mode, about 20 minutes a round here)",
     )
-    parser.add_argument("--update-readme", action="store_true", help="write the tables into README.md")
+    parser.add_argument("--update-readme", action="store_true", help="write the tables into docs/speed.md")
     parser.add_argument(
         "--report", type=Path, help="print (and with --update-readme write) an earlier run's tables"
     )

@@ -8,7 +8,7 @@ full-size RNA-FM weights (random, in the original file format) and the RNAcentra
 For each job: tokens per second (nucleotides plus `<cls>` and `<eos>`, as the model sees them; the best of
 `--repeats` timed passes after one warm-up pass), peak GPU memory (torch's allocator, reset before the job), and
 the largest difference of the per-nucleotide embeddings from fm's (fp32; bf16 is reported, not judged). Prints a
-Markdown table; `--update-readme` writes it into README.md. Meant to finish within 5 minutes on one GPU.
+Markdown table; `--update-readme` writes it into docs/speed.md. Meant to finish within 5 minutes on one GPU.
 
     python benchmarks/bench_gpu.py [--fasta FILE] [--limit N] [--repeats N] [--update-readme]
     python benchmarks/bench_gpu.py --device cpu --size tiny --limit 4    # the same code paths, on a CPU
@@ -29,9 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FASTA = ROOT.parent / "shared" / "data" / "format_rnacentral_active.100.sample-Max50.fasta"
-README = ROOT / "README.md"
-README_START = "<!-- bench_gpu: start -->"
-README_END = "<!-- bench_gpu: end -->"
+SPEED_PAGE = ROOT / "docs" / "speed.md"
+PAGE_START = "<!-- bench_gpu: start -->"
+PAGE_END = "<!-- bench_gpu: end -->"
 TUTORIAL_CHUNK = 20  # the seed tutorial's batch size
 SIZES = {  # "tiny" exercises the script itself (tests, CPU)
     "rna-fm": {},
@@ -172,11 +172,11 @@ def table(rows: list[dict], device: str, count: int) -> str:
 
 
 def update_readme(text: str) -> None:
-    readme = README.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    readme = SPEED_PAGE.read_text()
+    pattern = re.compile(re.escape(PAGE_START) + ".*?" + re.escape(PAGE_END), re.DOTALL)
     if not pattern.search(readme):
-        raise SystemExit(f"README.md has no {README_START} ... {README_END} block to fill.")
-    README.write_text(pattern.sub(lambda _: f"{README_START}\n{text}\n{README_END}", readme))
+        raise SystemExit(f"docs/speed.md has no {PAGE_START} ... {PAGE_END} block to fill.")
+    SPEED_PAGE.write_text(pattern.sub(lambda _: f"{PAGE_START}\n{text}\n{PAGE_END}", readme))
 
 
 def main(argv: list[str] | None = None) -> int:

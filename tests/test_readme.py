@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, re.DOTALL)
 SHELL_BLOCKS = [code for language, code in BLOCKS if language == "bash"]
-INSTALL_OR_TEST = ("pip install", "python -m pytest")
+INSTALL_OR_TEST = ("pip install", "python -m pytest", "HF_HUB_OFFLINE=1 python -m pytest")
 SERVE = "rnafm-hf serve"
+# The one-command main job with the released model: its download is mocked in tests/test_first_hour.py.
+RELEASED_MODEL_JOB = "rnafm-hf embed my.fasta --output embeddings"
+CPU_INSTALL = "pip install . --extra-index-url https://download.pytorch.org/whl/cpu"
 
 
 def run_shell_block(code: str, cwd: Path) -> None:
@@ -38,7 +42,15 @@ def run_shell_block(code: str, cwd: Path) -> None:
 def is_walkthrough(language: str, code: str) -> bool:
     """The blocks a reader runs one after another; install/test commands, the hf:// example and the web app (which
     runs until stopped) are tested apart."""
-    return not (language == "bash" and (code.startswith(INSTALL_OR_TEST) or "hf://" in code or SERVE in code))
+    return not (
+        language == "bash"
+        and (
+            code.startswith(INSTALL_OR_TEST)
+            or "hf://" in code
+            or SERVE in code
+            or code.strip() == RELEASED_MODEL_JOB
+        )
+    )
 
 
 def needs_shared_data(code: str) -> bool:
@@ -46,18 +58,29 @@ def needs_shared_data(code: str) -> bool:
     return "examples/" in code
 
 
-def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
-    """Quickstart (embed, then fold) and the later examples, shell and Python alike, in one fresh folder. The
-    example scripts' blocks run where the shared data folder exists (tests/test_examples.py skips alike)."""
-    monkeypatch.chdir(tmp_path)
+def run_python_block(code: str, cwd: Path, index: int) -> str:
+    """A Python block in a process of its own, as a reader pastes it into a fresh interpreter: it must import
+    what it uses. Returns what it printed."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cwd / "hub-cache")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"README Python block {index} failed:\n{code}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_readme_blocks_run_in_order(tmp_path):
+    """Quickstart (embed, then fold) and the later examples, shell and Python alike, in one fresh folder, each
+    block in a fresh process. The example scripts' blocks run where the shared data folder exists
+    (tests/test_examples.py skips alike)."""
+    printed = []
     for index, (language, code) in enumerate(BLOCKS):
         if not is_walkthrough(language, code) or (needs_shared_data(code) and not DATA.exists()):
             continue
         if language == "bash":
             run_shell_block(code, tmp_path)
         else:
-            exec(compile(code, f"README.md block {index}", "exec"), {})
-    out = capsys.readouterr().out
+            printed.append(run_python_block(code, tmp_path, index))
+    out = "".join(printed)
     assert "torch.Size([56, 640])" in out and "56 True" in out and "1.0 0.75 0.857" in out
     assert (tmp_path / "structures" / "hairpin.bpseq").is_file()
     assert "(640,)" in out and "(56, 640) 56" in out and "58 torch.Size([56, 640])" in out
@@ -76,6 +99,7 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch, capsys):
         assert json.loads((tmp_path / "rna-type-2p/metrics.json").read_text())["processes"] == 2
 
 
+@pytest.mark.slow
 def test_conversion_commands_run(tmp_path):
     """With stand-ins for the released files (random weights) and a pre-filled Hub cache for the hf:// line."""
     block = next(code for code in SHELL_BLOCKS if "hf://" in code)
@@ -106,7 +130,7 @@ def test_conversion_commands_run(tmp_path):
 def test_install_and_test_blocks_are_what_ci_runs(block):
     ci = (ROOT / ".ci" / "run").read_text()
     for line in block.strip().splitlines():
-        if line == "pip install .":
+        if line == CPU_INSTALL:  # CI installs its torch pin first, from the machine's own registry
             assert 'name = "rnafm-hf"' in (ROOT / "pyproject.toml").read_text()
         elif line.startswith("pip install"):
             assert line.replace("pip install", "python -m pip install --quiet") in ci
@@ -115,9 +139,10 @@ def test_install_and_test_blocks_are_what_ci_runs(block):
 
 
 def test_install_command_installs_this_distribution():
-    assert SHELL_BLOCKS[0].strip() == "pip install ."
+    assert SHELL_BLOCKS[0].strip() == CPU_INSTALL
 
 
+@pytest.mark.slow
 def test_web_app_command_serves_the_quickstart_folders(tmp_path):
     """The README's `rnafm-hf serve` line, as written, in a folder with `rna-fm` and `rna-fm-ss` (random weights);
     driven with Gradio's client, then stopped."""
@@ -156,8 +181,16 @@ def test_web_app_command_serves_the_quickstart_folders(tmp_path):
 
 def test_blocks_outside_the_walkthrough_are_the_ones_tested_apart():
     """Install/test commands are checked against CI, the one hf:// block runs in test_conversion_commands_run, the
-    one web app block in test_web_app_command_serves_the_quickstart_folders."""
+    one web app block in test_web_app_command_serves_the_quickstart_folders, the released-model job in
+    tests/test_first_hour.py (its download mocked)."""
     apart = [code for language, code in BLOCKS if not is_walkthrough(language, code)]
     assert sum("hf://" in code for code in apart) == 1 and sum(SERVE in code for code in apart) == 1
-    assert all(code.startswith(INSTALL_OR_TEST) or "hf://" in code or SERVE in code for code in apart)
+    assert sum(code.strip() == RELEASED_MODEL_JOB for code in apart) == 1
+    assert all(
+        code.startswith(INSTALL_OR_TEST)
+        or "hf://" in code
+        or SERVE in code
+        or code.strip() == RELEASED_MODEL_JOB
+        for code in apart
+    )
     assert any(language == "python" for language, _ in BLOCKS) and len(apart) < len(BLOCKS)
