@@ -1,5 +1,5 @@
-"""The `rnafm-hf` command: `rnafm-hf convert ...`, `push ...`, `fold ...`, `embed ...`, `serve ...` (`rnafm-hf
-SUBCOMMAND --help` for each)."""
+"""The `rnafm-hf` command: `rnafm-hf convert ...`, `push ...`, `fold ...`, `embed ...`, `score ...`,
+`evaluate ...`, `serve ...` (`rnafm-hf SUBCOMMAND --help` for each)."""
 
 from __future__ import annotations
 
@@ -171,6 +171,53 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_structures
+
+    evaluation = evaluate_structures(args.predicted, args.reference, skip_invalid=args.skip_invalid, log=_say)
+    if not evaluation.scores:
+        _say(f"rnafm-hf evaluate: error: no id is on both sides ({args.predicted}, {args.reference}).")
+        return EXIT_ERROR
+    evaluation.write_tsv(args.output)
+    means = evaluation.means
+    print(
+        f"Scored {_count(len(evaluation.scores), 'structure')} into {args.output}; means: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in means.items())
+    )
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from .scoring import (
+        read_mutations,
+        score_mutations,
+        score_sequences,
+        write_mutation_scores,
+        write_sequence_scores,
+    )
+
+    options = {"batch_tokens": args.batch_tokens, "device": args.device, "progress": not args.quiet}
+    if args.mutations:
+        scores = score_mutations(
+            args.fasta,
+            read_mutations(args.mutations),
+            args.model,
+            pll_difference=args.pll_difference,
+            **options,
+        )
+        write_mutation_scores(scores, args.output)
+        what = _count(len(scores), "mutation")
+    else:
+        if args.pll_difference:
+            raise ValueError("--pll-difference compares mutants with their wild type: give --mutations too.")
+        scores = score_sequences(args.fasta, args.model, **options)
+        write_sequence_scores(scores, args.output)
+        what = _count(len(scores), "sequence")
+    if not args.quiet:
+        print(f"Scored {what} into {args.output}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServerLimits
 
@@ -246,10 +293,16 @@ def _installed_version() -> str:
 
 def _check_input_file(args: argparse.Namespace) -> None:
     """A missing input file is named before anything heavy is imported."""
-    path = getattr(args, "fasta", None) or getattr(args, "checkpoint", None)
-    if path and path != "-" and not path.startswith("hf://") and not Path(path).exists():
-        what = "FASTA file" if getattr(args, "fasta", None) else "checkpoint"
-        raise ValueError(f"no such {what}: {path}")
+    for name, what in (
+        ("fasta", "FASTA file"),
+        ("checkpoint", "checkpoint"),
+        ("predicted", "folder"),
+        ("reference", "file or folder"),
+        ("mutations", "mutations file"),
+    ):
+        path = getattr(args, name, None)
+        if path and path != "-" and not path.startswith("hf://") and not Path(path).exists():
+            raise ValueError(f"no such {what}: {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,8 +451,65 @@ def build_parser() -> argparse.ArgumentParser:
     fold.set_defaults(handler=_fold)
 
     _add_embed_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_score_parser(commands)
     _add_serve_parser(commands)
     return parser
+
+
+def _add_score_parser(commands) -> None:
+    from .options import DEFAULT_BATCH_TOKENS
+
+    score = commands.add_parser(
+        "score",
+        help="pseudo-log-likelihoods of sequences and zero-shot scores of mutations",
+        description="Zero-shot scores from the masked-LM head, over A, C, G, U (the 64 codons for mRNA-FM): per "
+        "sequence its pseudo-log-likelihood (pll, natural log) and pll_per_residue; with --mutations, per row "
+        "the masked marginal and the wild-type marginal (RNAGym's conventions).",
+    )
+    score.add_argument("fasta", help="FASTA file of the (wild-type) sequences (- reads standard input)")
+    score.add_argument("--model", default="rna-fm", help="converted folder or Hub id (default rna-fm)")
+    score.add_argument("-o", "--output", required=True, type=Path, help="TSV of the scores")
+    score.add_argument(
+        "--mutations",
+        help="TSV with the columns id and mutation (1-based, e.g. A5G; several joined by ':', as A5G:C7U)",
+    )
+    score.add_argument(
+        "--pll-difference",
+        action="store_true",
+        help="with --mutations: also the mutant's PLL minus the wild type's",
+    )
+    score.add_argument(
+        "--batch-tokens",
+        type=_positive_int,
+        default=DEFAULT_BATCH_TOKENS,
+        help=f"model tokens per batch, masked copies packed without padding (default {DEFAULT_BATCH_TOKENS})",
+    )
+    score.add_argument("--device", help="torch device, e.g. cpu or cuda (default: a GPU if any)")
+    _add_quiet_option(score)
+    score.set_defaults(handler=_score)
+
+
+def _add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score predicted secondary structures against known ones",
+        description="Score predicted structures against known ones, matched by id: precision, recall, F1 and MCC "
+        "over base pairs and the F1 over crossed (pseudoknotted) pairs, per structure (a TSV) and their means.",
+    )
+    evaluate.add_argument("predicted", help="folder of .ct/.bpseq/.dbn files (a fold output folder is one)")
+    evaluate.add_argument(
+        "--reference",
+        required=True,
+        help="the known structures: such a folder, or a dot-bracket file of records (>id, sequence, structure)",
+    )
+    evaluate.add_argument("-o", "--output", required=True, type=Path, help="TSV of the per-structure scores")
+    evaluate.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out (and list) records that cannot be read or whose two sequences differ, instead of stopping",
+    )
+    evaluate.set_defaults(handler=_evaluate)
 
 
 def _add_quiet_option(command: argparse.ArgumentParser) -> None:

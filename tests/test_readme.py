@@ -91,6 +91,13 @@ def test_readme_blocks_run_in_order(tmp_path):
     )
     assert "long\tlong.npy\t3000\t3000\t5" in (tmp_path / "long-2p/index.tsv").read_text()
     assert "RnaFmForSequenceClassification 2" in out
+    assert "56\n['G2A', 'U4C:A11G']" in out  # scores
+    assert (
+        (tmp_path / "mutation-scores.tsv")
+        .read_text()
+        .startswith("id\tmutation\tmasked_marginal\twt_marginal")
+    )
+    assert (tmp_path / "evaluation.tsv").read_text().startswith("id\tlength\tprecision")
     assert (tmp_path / "rna-fm-classifier/final/modeling_rnafm.py").is_file()
     assert "trainable params" in out  # LoRA
     if DATA.exists():

@@ -1,0 +1,355 @@
+"""
+Zero-shot scores from RNA-FM's masked-language-model head: pseudo-log-likelihoods of sequences and the effect
+scores of mutations, in the conventions of the RNAGym fitness benchmark (Arora et al. 2024):
+
+- `pll`: the pseudo-log-likelihood, the sum over residues of log p(residue) with that residue masked (natural log),
+  and `pll_per_residue`, that sum over the length (in tokens: nucleotides, or codons for mRNA-FM);
+- `masked_marginal`: all mutated positions masked together, the sum of log p(mutant) - log p(wild type) there;
+- `wt_marginal`: the same sum read from the unmasked wild type;
+- `pll_difference` (on request): the mutant's PLL minus the wild type's.
+
+Probabilities are taken over A, C, G and U only (the 64 codons for mRNA-FM): the head's other tokens (IUPAC codes,
+`-`, special tokens) are left out and the rest renormalised, so the scores compare real residues. The masked
+copies of every sequence run packed end to end in batches of at most `batch_tokens` tokens, as `embed` runs.
+
+```python
+>>> import torch
+>>> from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmTokenizer
+>>> from rnafm_hf.scoring import score_mutations, score_sequences
+>>> model = RnaFmForMaskedLM(RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+...                                      intermediate_size=64)).eval()
+>>> [(s.id, s.length) for s in score_sequences({"a": "GGGAAACCC"}, model, tokenizer=RnaFmTokenizer(),
+...                                             progress=False)]
+[('a', 9)]
+>>> [m.mutation for m in score_mutations({"a": "GGGAAACCC"}, [("a", "G2A:A5C")], model,
+...                                      tokenizer=RnaFmTokenizer(), progress=False)]
+['G2A:A5C']
+
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, chain
+from pathlib import Path
+
+import torch
+
+from .devices import checked_device
+from .options import DEFAULT_BATCH_TOKENS
+from .records import InvalidRecord, InvalidSequencesError, SequenceRecord, read_inputs
+
+MUTATION = re.compile(r"^([A-Za-z])(\d+)([A-Za-z])$")
+NUCLEOTIDES = "ACGU"
+
+
+@dataclass(frozen=True)
+class SequenceScore:
+    id: str
+    length: int
+    pll: float
+
+    @property
+    def pll_per_residue(self) -> float:
+        return self.pll / self.length
+
+
+@dataclass(frozen=True)
+class MutationScore:
+    id: str
+    mutation: str
+    masked_marginal: float
+    wt_marginal: float
+    pll_difference: float | None = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass of a sequence: its token ids with `masked` positions replaced by `<mask>`, and the
+    positions whose residue probabilities are read."""
+
+    key: object
+    ids: tuple[int, ...]
+    read: tuple[int, ...]
+
+
+class Scorer:
+    """A masked-LM model, its tokenizer and the residue vocabulary the scores are taken over."""
+
+    def __init__(self, model, tokenizer=None, device: str | None = None):
+        from .model_loading import load_model
+        from .model_names import check_model_name, model_location
+        from .modeling_rnafm import RnaFmForMaskedLM
+
+        if isinstance(model, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            name = model_location(check_model_name(model))
+            model = load_model(name, RnaFmForMaskedLM, dtype=torch.float32)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
+        elif tokenizer is None:
+            raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
+        device = checked_device(device)
+        self.model = model.eval() if device is None else model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.k_mer = model.config.k_mer
+        self.max_tokens = model.config.max_tokens
+        vocabulary = tokenizer.get_vocab()
+        self.residues = [t for t in vocabulary if len(t) == self.k_mer and set(t) <= set(NUCLEOTIDES)]
+        self.residue_ids = torch.tensor([vocabulary[t] for t in self.residues])
+        self.column_of = {vocabulary[t]: column for column, t in enumerate(self.residues)}
+        self.mask_id = tokenizer.mask_token_id
+
+    def token_ids(self, record: SequenceRecord) -> list[int]:
+        return self.tokenizer(record.sequence)["input_ids"]
+
+    def check(self, records: Sequence[SequenceRecord]) -> list[InvalidRecord]:
+        """Records the scores cannot read: a residue outside A, C, G, U (or the 64 codons), or too long."""
+        unit = "codon" if self.k_mer == 3 else "nucleotide"
+        invalid = []
+        for record in records:
+            ids = self.token_ids(record)
+            if len(ids) > self.max_tokens:
+                invalid.append(
+                    InvalidRecord(
+                        record.number,
+                        record.id,
+                        f"{len(ids) - 2} {unit}s, over the model's {self.max_tokens - 2}",
+                    )
+                )
+                continue
+            others = [position for position, token in enumerate(ids[1:-1], 1) if token not in self.column_of]
+            if others:
+                where = ", ".join(
+                    f"{record.sequence[(p - 1) * self.k_mer : p * self.k_mer]!r} at {(p - 1) * self.k_mer + 1}"
+                    for p in others[:5]
+                )
+                invalid.append(
+                    InvalidRecord(record.number, record.id, f"not a {unit} of A, C, G and U: {where}")
+                )
+        return invalid
+
+    def log_probabilities(self, passes: Sequence[Pass], batch_tokens: int, progress: bool) -> dict:
+        """`{(pass.key, position): log-probabilities over the residues}` for every pass and read position; passes
+        are packed end to end, up to `batch_tokens` tokens a batch (a longer pass goes alone)."""
+        from tqdm.auto import tqdm
+
+        batches, current, size = [], [], 0
+        for item in sorted(passes, key=lambda p: len(p.ids)):
+            if current and size + len(item.ids) > batch_tokens:
+                batches.append(current)
+                current, size = [], 0
+            current.append(item)
+            size += len(item.ids)
+        if current:
+            batches.append(current)
+        device = next(self.model.parameters()).device
+        results = {}
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="Scoring", unit="batch", disable=not progress):
+                bounds = [0, *accumulate(len(item.ids) for item in batch)]
+                ids = torch.tensor([list(chain.from_iterable(item.ids for item in batch))], device=device)
+                logits = self.model(input_ids=ids, cu_seq_lens_q=torch.tensor(bounds, device=device)).logits[
+                    0
+                ]
+                rows = [
+                    start + position
+                    for item, start in zip(batch, bounds, strict=False)
+                    for position in item.read
+                ]
+                scores = torch.log_softmax(logits[rows][:, self.residue_ids.to(device)].float(), dim=-1).cpu()
+                keys = [(item.key, position) for item in batch for position in item.read]
+                results.update(zip(keys, scores, strict=True))
+        return results
+
+    def pll_passes(self, key: object, ids: list[int]) -> list[Pass]:
+        return [
+            Pass(
+                (key, position),
+                tuple(self.mask_id if p == position else t for p, t in enumerate(ids)),
+                (position,),
+            )
+            for position in range(1, len(ids) - 1)
+        ]
+
+    def pll(self, key: object, ids: list[int], log_probabilities: dict) -> float:
+        return sum(
+            float(log_probabilities[((key, position), position)][self.column_of[ids[position]]])
+            for position in range(1, len(ids) - 1)
+        )
+
+
+def score_sequences(
+    inputs,
+    model="rna-fm",
+    *,
+    tokenizer=None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[SequenceScore]:
+    """The pseudo-log-likelihood of every sequence (a FASTA path, `{id: sequence}` or a list; see `embed`), in
+    input order. Sequences with residues the scores cannot read, or longer than the model, raise
+    `InvalidSequencesError` listing them."""
+    scorer = Scorer(model, tokenizer, device)
+    records = read_inputs(inputs)
+    invalid = scorer.check(records)
+    if invalid:
+        raise InvalidSequencesError(invalid, "scored", "remove or fix them")
+    ids = {record.id: scorer.token_ids(record) for record in records}
+    passes = [p for record in records for p in scorer.pll_passes(record.id, ids[record.id])]
+    log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
+    return [
+        SequenceScore(
+            record.id, len(ids[record.id]) - 2, scorer.pll(record.id, ids[record.id], log_probabilities)
+        )
+        for record in records
+    ]
+
+
+def parse_mutation(text: str, sequence: str, where: str) -> dict[int, tuple[str, str]]:
+    """`A5G` or `A5G:C7U` (1-based, `:` joining several) -> `{0-based position: (wild type, mutant)}`, checked
+    against `sequence`; errors name `where` (the row)."""
+    changes = {}
+    for part in text.strip().split(":"):
+        found = MUTATION.match(part.strip())
+        if not found:
+            raise ValueError(f"{where}: {part!r} is not a mutation like A5G (several joined by ':').")
+        wild, position, mutant = (
+            found[1].upper().replace("T", "U"),
+            int(found[2]),
+            found[3].upper().replace("T", "U"),
+        )
+        if not 1 <= position <= len(sequence):
+            raise ValueError(f"{where}: position {position} is outside the sequence (1-{len(sequence)}).")
+        if sequence[position - 1] != wild:
+            raise ValueError(
+                f"{where}: {part} says {wild} at {position}, but the sequence has {sequence[position - 1]} there."
+            )
+        if mutant not in NUCLEOTIDES or mutant == wild:
+            raise ValueError(f"{where}: {part} must change {wild} into another of A, C, G, U.")
+        if position - 1 in changes:
+            raise ValueError(f"{where}: position {position} is mutated twice.")
+        changes[position - 1] = (wild, mutant)
+    return changes
+
+
+def read_mutations(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Rows `(id, mutation)` of a TSV with the columns `id` and `mutation`."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if not reader.fieldnames or not {"id", "mutation"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: needs a header with the columns id and mutation (tab-separated).")
+        return [(row["id"], row["mutation"]) for row in reader]
+
+
+def score_mutations(
+    inputs,
+    mutations: Iterable[tuple[str, str]],
+    model="rna-fm",
+    *,
+    tokenizer=None,
+    pll_difference: bool = False,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[MutationScore]:
+    """
+    `masked_marginal` and `wt_marginal` (and with `pll_difference`, the mutant's PLL minus the wild type's) of
+    every `(id, mutation)` row against the wild-type sequences `inputs`, in row order. For mRNA-FM the positions
+    are nucleotides and each codon they touch is scored as one token. A row whose id is unknown, whose wild-type
+    letter does not match or whose position is outside the sequence raises `ValueError` naming the row.
+    """
+    scorer = Scorer(model, tokenizer, device)
+    records = {record.id: record for record in read_inputs(inputs)}
+    invalid = scorer.check(list(records.values()))
+    if invalid:
+        raise InvalidSequencesError(invalid, "scored", "remove or fix them")
+    rows = []
+    for number, (identifier, text) in enumerate(mutations, 1):
+        where = f"mutation row {number} ({identifier!r}, {text!r})"
+        if identifier not in records:
+            raise ValueError(f"{where}: no sequence has the id {identifier!r}.")
+        rows.append((identifier, text, parse_mutation(text, records[identifier].sequence, where)))
+
+    wild_ids = {identifier: scorer.token_ids(record) for identifier, record in records.items()}
+    used = {identifier for identifier, _, _ in rows}
+    passes = [Pass(("wt", i), tuple(wild_ids[i]), tuple(range(1, len(wild_ids[i]) - 1))) for i in used]
+    mutant_ids = []
+    for number, (identifier, _, changes) in enumerate(rows):
+        mutant = list(records[identifier].sequence)
+        for position, (_, letter) in changes.items():
+            mutant[position] = letter
+        ids = scorer.tokenizer("".join(mutant))["input_ids"]
+        mutant_ids.append(ids)
+        touched = sorted({position // scorer.k_mer + 1 for position in changes})
+        masked = tuple(scorer.mask_id if p in touched else t for p, t in enumerate(wild_ids[identifier]))
+        passes.append(Pass(("masked", number), masked, tuple(touched)))
+        if pll_difference:
+            passes += scorer.pll_passes(("mutant", number), ids)
+    if pll_difference:
+        passes += [p for i in used for p in scorer.pll_passes(("wild", i), wild_ids[i])]
+    log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
+
+    def marginal(key: object, wild: list[int], mutant: list[int], positions: Iterable[int]) -> float:
+        return sum(
+            float(
+                log_probabilities[(key, p)][scorer.column_of[mutant[p]]]
+                - log_probabilities[(key, p)][scorer.column_of[wild[p]]]
+            )
+            for p in positions
+        )
+
+    scores = []
+    for number, (identifier, text, changes) in enumerate(rows):
+        wild, mutant = wild_ids[identifier], mutant_ids[number]
+        touched = sorted({position // scorer.k_mer + 1 for position in changes})
+        difference = None
+        if pll_difference:
+            difference = scorer.pll(("mutant", number), mutant, log_probabilities) - scorer.pll(
+                ("wild", identifier), wild, log_probabilities
+            )
+        scores.append(
+            MutationScore(
+                identifier,
+                text,
+                marginal(("masked", number), wild, mutant, touched),
+                marginal(("wt", identifier), wild, mutant, touched),
+                difference,
+            )
+        )
+    return scores
+
+
+def write_sequence_scores(scores: Sequence[SequenceScore], path: str | os.PathLike) -> Path:
+    lines = ["id\tlength\tpll\tpll_per_residue"]
+    lines += [f"{s.id}\t{s.length}\t{s.pll:.6f}\t{s.pll_per_residue:.6f}" for s in scores]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def write_mutation_scores(scores: Sequence[MutationScore], path: str | os.PathLike) -> Path:
+    extra = scores and scores[0].pll_difference is not None
+    lines = ["id\tmutation\tmasked_marginal\twt_marginal" + ("\tpll_difference" if extra else "")]
+    for s in scores:
+        row = f"{s.id}\t{s.mutation}\t{s.masked_marginal:.6f}\t{s.wt_marginal:.6f}"
+        lines.append(row + (f"\t{s.pll_difference:.6f}" if extra else ""))
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+__all__ = [
+    "MutationScore",
+    "SequenceScore",
+    "parse_mutation",
+    "read_mutations",
+    "score_mutations",
+    "score_sequences",
+    "write_mutation_scores",
+    "write_sequence_scores",
+]

@@ -1,0 +1,135 @@
+"""Zero-shot scores against a direct computation with fm on the same weights: pseudo-log-likelihoods, masked and
+wild-type marginals, PLL differences; bad mutations named by row; the command's TSVs."""
+
+from __future__ import annotations
+
+import argparse
+
+import fm
+import pytest
+import torch
+from original_checkpoints import write_original_checkpoint
+
+from rnafm_hf.cli import main
+from rnafm_hf.conversion import convert_checkpoint
+from rnafm_hf.scoring import score_mutations, score_sequences
+
+SEQUENCES = {"hairpin": "GGGUGCGAUCAUACCAGCACUAAUGCCC", "short": "ACGUUGCA"}
+MUTATIONS = [("hairpin", "G2A"), ("hairpin", "U4C:A11G"), ("short", "A1U"), ("short", "C2G:G3C")]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scoring")
+    checkpoint = write_original_checkpoint(folder / "RNA-FM.pth", token_dropout=True)
+    convert_checkpoint(checkpoint, folder / "rna-fm", verify=False)
+    return checkpoint, folder / "rna-fm"
+
+
+@pytest.fixture(scope="module")
+def original(checkpoint_and_folder):
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    model, alphabet = fm.pretrained.load_model_and_alphabet_local(str(checkpoint_and_folder[0]), theme="rna")
+    model.eval()
+    residues = [alphabet.get_idx(letter) for letter in "ACGU"]
+
+    def log_probabilities(sequence: str, masked: list[int]) -> torch.Tensor:
+        """fm's log-probabilities over A, C, G, U at every token, with the 1-based `masked` residues masked."""
+        _, _, tokens = alphabet.get_batch_converter()([("x", sequence)])
+        for position in masked:
+            tokens[0, position] = alphabet.mask_idx
+        with torch.no_grad():
+            logits = model(tokens)["logits"][0]
+        return torch.log_softmax(logits[:, residues], dim=-1)
+
+    return log_probabilities
+
+
+def column(letter: str) -> int:
+    return "ACGU".index(letter)
+
+
+def fm_pll(log_probabilities, sequence: str) -> float:
+    return sum(
+        float(log_probabilities(sequence, [i])[i, column(letter)]) for i, letter in enumerate(sequence, 1)
+    )
+
+
+def test_pseudo_log_likelihoods_are_fms(checkpoint_and_folder, original):
+    scores = score_sequences(SEQUENCES, str(checkpoint_and_folder[1]), batch_tokens=64, progress=False)
+    assert [(s.id, s.length) for s in scores] == [("hairpin", 28), ("short", 8)]
+    for score in scores:
+        expected = fm_pll(original, SEQUENCES[score.id])
+        assert score.pll == pytest.approx(expected, abs=1e-4)
+        assert score.pll_per_residue == pytest.approx(expected / score.length, abs=1e-5)
+
+
+def test_mutation_scores_are_fms(checkpoint_and_folder, original):
+    scores = score_mutations(
+        SEQUENCES, MUTATIONS, str(checkpoint_and_folder[1]), pll_difference=True, progress=False
+    )
+    for score in scores:
+        sequence = SEQUENCES[score.id]
+        changes = [(part[0], int(part[1:-1]), part[-1]) for part in score.mutation.split(":")]
+        masked = original(sequence, [p for _, p, _ in changes])
+        unmasked = original(sequence, [])
+        expected_masked = sum(float(masked[p, column(m)] - masked[p, column(w)]) for w, p, m in changes)
+        expected_wt = sum(float(unmasked[p, column(m)] - unmasked[p, column(w)]) for w, p, m in changes)
+        mutant = list(sequence)
+        for _, p, m in changes:
+            mutant[p - 1] = m
+        expected_difference = fm_pll(original, "".join(mutant)) - fm_pll(original, sequence)
+        assert score.masked_marginal == pytest.approx(expected_masked, abs=1e-4)
+        assert score.wt_marginal == pytest.approx(expected_wt, abs=1e-4)
+        assert score.pll_difference == pytest.approx(expected_difference, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "message"),
+    [
+        ("C1G", "mutation row 1 ('short', 'C1G'): C1G says C at 1, but the sequence has A there."),
+        ("A9G", "position 9 is outside the sequence (1-8)"),
+        ("A1A", "A1A must change A into another of A, C, G, U"),
+        ("A1G:A1C", "position 1 is mutated twice"),
+        ("1G", "'1G' is not a mutation like A5G"),
+    ],
+)
+def test_bad_mutations_are_named_by_row(checkpoint_and_folder, mutation, message):
+    with pytest.raises(ValueError) as raised:
+        score_mutations(SEQUENCES, [("short", mutation)], str(checkpoint_and_folder[1]), progress=False)
+    assert message in str(raised.value)
+
+
+def test_unreadable_residues_are_listed(checkpoint_and_folder):
+    with pytest.raises(ValueError, match=r"record 1 \('n'\): not a nucleotide of A, C, G and U: 'N' at 3"):
+        score_sequences({"n": "ACNU"}, str(checkpoint_and_folder[1]), progress=False)
+
+
+def test_score_command_writes_its_tables(checkpoint_and_folder, tmp_path, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in SEQUENCES.items()))
+    model = str(checkpoint_and_folder[1])
+    assert main(["score", str(fasta), "--model", model, "-o", str(tmp_path / "pll.tsv"), "-q"]) == 0
+    lines = (tmp_path / "pll.tsv").read_text().splitlines()
+    assert lines[0] == "id\tlength\tpll\tpll_per_residue" and lines[2].startswith("short\t8\t-")
+    mutations = tmp_path / "mutations.tsv"
+    mutations.write_text("id\tmutation\n" + "".join(f"{i}\t{m}\n" for i, m in MUTATIONS))
+    command = [
+        "score",
+        str(fasta),
+        "--model",
+        model,
+        "-o",
+        str(tmp_path / "m.tsv"),
+        "--mutations",
+        str(mutations),
+    ]
+    assert main([*command, "--pll-difference", "-q"]) == 0
+    lines = (tmp_path / "m.tsv").read_text().splitlines()
+    assert lines[0] == "id\tmutation\tmasked_marginal\twt_marginal\tpll_difference" and len(lines) == 5
+    mutations.write_text("id\tmutation\nshort\tG1A\n")
+    assert main(command) == 1
+    assert (
+        "mutation row 1 ('short', 'G1A'): G1A says G at 1, but the sequence has A there."
+        in capsys.readouterr().err
+    )
