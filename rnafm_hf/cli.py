@@ -120,6 +120,7 @@ def _fold(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         skip_invalid=args.skip_invalid,
+        long=args.long,
         progress=not args.quiet,
         log=_say,
     )
@@ -446,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip (and list) duplicate ids, empty sequences, unknown characters, sequences over 1022 nt instead "
         "of stopping",
+    )
+    fold.add_argument(
+        "--long",
+        choices=("error", "window"),
+        default="error",
+        help="sequences over 1022 nt: error (default, before any compute) or window (windowed embeddings, the pair "
+        "head in tiles; pairs farther apart than a window are scored from separate contexts)",
     )
     _add_quiet_option(fold)
     fold.set_defaults(handler=_fold)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,7 @@ def fold_fasta(
     device: str | None = None,
     overwrite: bool = False,
     skip_invalid: bool = False,
+    long: str = "error",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[FoldedRecord]:
@@ -80,7 +82,9 @@ def fold_fasta(
     `skip_invalid`, skipped, logged and listed in the summary. A folder that does not hold what the model needs raises
     `ModelFolderError`, and a map holding NaN or Inf raises `NonFiniteOutputError` naming the record (nothing is
     written for it, nor the summary). Returns the summary rows in FASTA order. `model` may also be
-    a loaded `pipeline("rna-secondary-structure")`, which a server folds many requests with.
+    a loaded `pipeline("rna-secondary-structure")`, which a server folds many requests with. With
+    `long="window"`, sequences longer than the model reads are folded from windowed embeddings with the pair head in
+    tiles (`rnafm_hf.long_folding`, which says what is approximated), one at a time after the others.
 
     Calling it again with the same inputs and settings (the model's weights, formats, threshold, canonical_only,
     plot and batch_size) finishes an interrupted run; other settings need another folder or `overwrite=True`,
@@ -102,6 +106,8 @@ def fold_fasta(
         model = check_model_name(model, SS_CHECKPOINT)  # loaded below, once the inputs are checked
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    if long not in ("error", "window"):
+        raise ValueError(f"long is 'error' or 'window'; got {long!r}.")
     records = read_inputs(fasta)
     if not records:
         where = "Standard input" if isinstance(fasta, str) and fasta == "-" else "The input"
@@ -119,9 +125,8 @@ def fold_fasta(
     output = OutputFolder(output_dir, "fold")
     output.check()  # a folder fold did not write is refused before the model loads
     fold = model if isinstance(model, Pipeline) else load_structure_pipeline(model, device=device)
-    valid, invalid = checked(
-        fold.rules, records, skip_invalid, log, "folded", "skip them with skip_invalid=True"
-    )
+    rules = fold.window_rules if long == "window" else fold.rules
+    valid, invalid = checked(rules, records, skip_invalid, log, "folded", "skip them with skip_invalid=True")
     reasons = {item.number: item.reason for item in invalid}
     sequences = {record.number: record.sequence for record in valid}
     rows, jobs = [], []
@@ -145,6 +150,7 @@ def fold_fasta(
         "canonical_only": canonical_only,
         "plot": plot,
         "batch_size": batch_size,  # the batches' padding may change the last bits of a map
+        **({"long": long} if long != "error" else {}),  # as before for runs without it
     }
     suffixes = [*formats, *([PLOT_FORMAT] if plot else [])]
     planned = [SUMMARY_NAME, *(f"{row.stem}.{suffix}" for row, _ in jobs for suffix in suffixes)]
@@ -162,9 +168,14 @@ def fold_fasta(
             log(f"Resuming: {len(done)} of {len(jobs)} sequences are already in {output_dir}.")
         if todo:  # the run is not complete until the summary is written again
             (output_dir / SUMMARY_NAME).unlink(missing_ok=True)
-        results = fold((sequence for _, sequence in todo), batch_size=batch_size, **options)
-        # A plain generator: the pipeline's iterator has a __len__ that fails, which progress trackers call.
-        results = (result for result in results)
+        limit = fold.model.config.max_tokens - 2
+        short = [sequence for _, sequence in todo if len(sequence) <= limit]
+        # Sorted by length, so the long ones come last, each folded alone by windows.
+        results = chain(
+            # A generator in, so that results stream out (a list would be folded whole before the first write).
+            fold((sequence for sequence in short), batch_size=batch_size, **options) if short else [],
+            (fold(sequence, long="window", **options) for _, sequence in todo[len(short) :]),
+        )
         bar = tqdm(results, total=len(todo), desc="Folding", unit="seq", disable=not progress)
         try:
             for (row, _), result in zip(todo, bar, strict=True):

@@ -12,6 +12,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .auto import AutoModelForContactPrediction
 from .devices import checked_device
+from .long_folding import long_sequence_logits
 from .model_loading import NonFiniteOutputError, is_finite, load_model, non_finite_cause
 from .model_names import model_location
 from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord
@@ -65,13 +66,16 @@ class RnaSecondaryStructurePipeline(Pipeline):
         canonical_only: bool | None = None,
         min_loop: int | None = None,
         return_probabilities: bool | None = None,
+        long: str | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         if kwargs:
             raise TypeError(
                 f"Unknown option(s) {', '.join(sorted(kwargs))}; the {TASK!r} pipeline takes threshold, "
-                "canonical_only, min_loop and return_probabilities."
+                "canonical_only, min_loop, return_probabilities and long."
             )
+        if long not in (None, "error", "window"):
+            raise ValueError(f"long is 'error' or 'window'; got {long!r}.")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a probability, between 0 and 1; got {threshold}.")
         options = {
@@ -80,46 +84,63 @@ class RnaSecondaryStructurePipeline(Pipeline):
             "min_loop": min_loop,
             "return_probabilities": return_probabilities,
         }
-        return {}, {}, {key: value for key, value in options.items() if value is not None}
+        preprocess = {} if long is None else {"long": long}
+        return preprocess, {}, {key: value for key, value in options.items() if value is not None}
 
     @cached_property
     def rules(self) -> InputRules:
         """The input rules `embed` and `fold` apply too (`rnafm_hf.records`)."""
         return InputRules.of(
-            self.tokenizer, self.model.config.max_tokens - 2, long_remedy="fold a shorter region"
+            self.tokenizer,
+            self.model.config.max_tokens - 2,
+            long_remedy="fold it with long='window', or a shorter region",
         )
+
+    @cached_property
+    def window_rules(self) -> InputRules:
+        """The rules with `long="window"`: any length."""
+        return InputRules.of(self.tokenizer, self.model.config.max_tokens - 2, allow_long=True)
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """Fold one sequence or a list of them; a list is checked whole, before any compute, and every sequence
         that cannot be folded is listed (by its 1-based number) in one `InvalidSequencesError`."""
+        window = kwargs.get("long") == "window"
+        if window and kwargs.get("batch_size", 1) > 1:
+            raise ValueError("long='window' folds one sequence at a time: leave batch_size at 1.")
+        rules = self.window_rules if window else self.rules
         if isinstance(inputs, (list, tuple)):
             if bad := [item for item in inputs if not isinstance(item, str)]:
                 raise TypeError(f"Pass RNA sequences as strings, got {type(bad[0]).__name__}.")
             records = [
                 SequenceRecord(f"sequence {n}", "".join(s.split()), n) for n, s in enumerate(inputs, 1)
             ]
-            _, invalid = self.rules.check(records)
+            _, invalid = rules.check(records)
             invalid = [item for item in invalid if not item.reason.startswith("duplicate id")]
             if invalid:
                 raise InvalidSequencesError(invalid, "folded", "Fix them, or leave them out")
         return super().__call__(inputs, *args, **kwargs)
 
-    def preprocess(self, sequence: str) -> dict[str, Any]:
+    def preprocess(self, sequence: str, long: str = "error") -> dict[str, Any]:
         if not isinstance(sequence, str):
             raise TypeError(f"Pass RNA sequences as strings, got {type(sequence).__name__}.")
-        rules = self.rules
+        rules = self.window_rules if long == "window" else self.rules
         residues = rules.normalise("".join(sequence.split()))
         if reason := rules.reason("sequence", residues):
             shown = sequence if len(sequence) <= 30 else f"{sequence[:30]}..."
             raise InvalidSequencesError(
                 [InvalidRecord(1, shown, reason)], "folded", "Fix it, or leave it out"
             )
+        if long == "window" and len(residues) > self.model.config.max_tokens - 2:
+            return {"sequence": residues, "windows": True}  # embedded by windows in _forward
         inputs = self.tokenizer(residues, return_tensors="pt")
         return {**inputs, "sequence": residues}
 
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         sequence = inputs.pop("sequence")
-        logits = self.model(**inputs).logits
+        if inputs.pop("windows", False):
+            logits = long_sequence_logits(self.model, self.tokenizer, sequence)
+        else:
+            logits = self.model(**inputs).logits
         probabilities = torch.sigmoid(logits.float())
         if not is_finite(probabilities):  # two reductions, no mask; the culprit is sought only now
             self._refuse_non_finite(probabilities, [sequence] if isinstance(sequence, str) else sequence)

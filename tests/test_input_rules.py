@@ -99,7 +99,7 @@ def test_the_structure_pipeline_checks_a_whole_list_first(structure_folder, monk
         "record 2 ('sequence 2'): empty sequence",
         "record 3 ('sequence 3'): letters outside the model's alphabet (A C G U R Y K M S W B D H V N -): 'J' "
         "at 6",
-        "record 4 ('sequence 4'): 1040 nt, longer than the 1022 nt the model reads; fold a shorter region",
+        "record 4 ('sequence 4'): 1040 nt, longer than the 1022 nt the model reads; fold it with long='window', or a shorter region",
     ]
     with pytest.raises(InvalidSequencesError, match="letters outside"):
         fold("ACGUJ")

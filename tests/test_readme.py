@@ -98,6 +98,7 @@ def test_readme_blocks_run_in_order(tmp_path):
         .startswith("id\tmutation\tmasked_marginal\twt_marginal")
     )
     assert (tmp_path / "evaluation.tsv").read_text().startswith("id\tlength\tprecision")
+    assert (tmp_path / "long-structures" / "long_rna.npy").is_file()  # folded by windows
     assert (tmp_path / "rna-fm-classifier/final/modeling_rnafm.py").is_file()
     assert "trainable params" in out  # LoRA
     if DATA.exists():

@@ -304,3 +304,55 @@ def test_safe_file_names_from_fasta_ids():
         "hidden",
         "x" * 100,
     ]
+
+
+def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
+    """Tiles give the whole-map logits (each with its halo); a sequence within the limit folds the same with
+    --long window; a 2,500-nt sequence folds, its map symmetric and finite, within a stated memory bound."""
+    import subprocess
+    from pathlib import Path
+
+    from rnafm_hf.long_folding import long_sequence_logits, receptive_radius, tiled_pair_logits
+
+    torch.manual_seed(0)
+    model = RnaFmForSecondaryStructure(RnaFmConfig(**TINY)).eval()
+    tokenizer = RnaFmTokenizer()
+    sequence = "GGGUGCGAUCAUACCAGCACUAAUGCCCUCCUGGGAAGUCCUCGUGUUGCACCCCU" * 3
+    batch = tokenizer([sequence], return_tensors="pt")
+    with torch.no_grad():
+        whole = model(**batch).logits[0]
+        embeddings = model.rnafm(**batch).last_hidden_state[0, 1:-1]
+        assert receptive_radius(model.ss_head) == 13  # 4 blocks: 1 + (1, 2, 4, 1) + 1 + 1 for the last conv
+        for tile in (5, 16, 1000):
+            torch.testing.assert_close(
+                tiled_pair_logits(model.ss_head, embeddings, tile), whole, atol=1e-6, rtol=0
+            )
+    torch.testing.assert_close(long_sequence_logits(model, tokenizer, sequence)[0], whole, atol=1e-6, rtol=0)
+
+    folder = tmp_path / "tiny-ss"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    fasta = tmp_path / "long.fasta"
+    generator = torch.Generator().manual_seed(1)
+    long = "".join("ACGU"[int(i)] for i in torch.randint(0, 4, (2500,), generator=generator))
+    fasta.write_text(f">short\n{sequence}\n>long\n{long}\n")
+    script = (
+        "import resource, sys\n"
+        "from rnafm_hf.cli import main\n"
+        f"status = main(['fold', {str(fasta)!r}, '--model', {str(folder)!r}, '-o', {str(tmp_path / 'out')!r}, "
+        "'--long', 'window', '--threshold', '0.95', '-q'])\n"
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(status)\n"
+    )
+    root = Path(__file__).resolve().parents[1]  # this checkout's rnafm_hf
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mb = int(done.stdout.split("PEAK")[-1]) / 1024
+    # The whole (L, L, channels) activations of even this tiny head would take 2500^2 * 8 * 4 bytes = 200 MB each;
+    # tiles of 512 (+ 2 x 13 halo) keep the head under 10 MB a tensor. Python, torch and the model: under 1.5 GB.
+    assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
+    probabilities = np.load(tmp_path / "out" / "long.npy")
+    assert probabilities.shape == (2500, 2500) and np.isfinite(probabilities).all()
+    assert np.array_equal(probabilities, probabilities.T)
+    short = np.load(tmp_path / "out" / "short.npy")
+    assert np.allclose(short, torch.sigmoid(whole).numpy(), atol=1e-6)
