@@ -73,9 +73,16 @@ def register() -> None:
 def _started_as_the_command() -> bool:
     """`rnafm-hf ...` or `python -m rnafm_hf ...`: the command registers once its arguments are checked, so that
     `--help` and argument errors answer without importing torch and transformers."""
-    argv = getattr(sys, "orig_argv", sys.argv)
-    started_as_module = any(a == "-m" and b == __name__ for a, b in zip(argv, argv[1:], strict=False))
-    return started_as_module or sys.argv[0].rsplit("/", 1)[-1].removesuffix(".exe") == "rnafm-hf"
+    options = iter(getattr(sys, "orig_argv", [])[1:])
+    for option in options:  # the interpreter's own options, up to the module, command or script
+        if option == "-m":
+            return next(options, None) == __name__
+        if option in ("-X", "-W"):  # options that take a value
+            next(options, None)
+        elif option == "-c" or not option.startswith("-"):
+            break
+    program = sys.argv[0] if sys.argv else ""
+    return program.rsplit("/", 1)[-1].removesuffix(".exe") == "rnafm-hf"
 
 
 if not _started_as_the_command():

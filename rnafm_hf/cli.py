@@ -302,6 +302,8 @@ def _check_input_file(args: argparse.Namespace) -> None:
         ("mutations", "mutations file"),
     ):
         path = getattr(args, name, None)
+        if name == "mutations" and path == "-":
+            raise ValueError("--mutations reads a file; standard input (-) is for the FASTA.")
         if path and path != "-" and not path.startswith("hf://") and not Path(path).exists():
             raise ValueError(f"no such {what}: {path}")
 

@@ -28,14 +28,13 @@ from pathlib import Path
 from .fasta import read_fasta
 from .options import STRUCTURE_FORMATS
 from .records import InvalidRecord, InvalidSequencesError
-from .structure import SecondaryStructure, base_pair_metrics
+from .structure import _SUFFIXES, SecondaryStructure, base_pair_metrics
 
 SCORE_COLUMNS = ("id", "length", "precision", "recall", "f1", "mcc", "crossed_pair_f1")
-FORMAT_PREFERENCE = (
-    "ct",
-    "bpseq",
-    "dbn",
-)  # a fold folder holds the same structure in each; the first is read
+# A fold folder holds the same structure in each format; the first of these is read.
+FORMAT_PREFERENCE = ("ct", "bpseq", "dbn")
+# Every suffix the structure reader knows (.db and .dot are dot-bracket too).
+SUFFIX_FORMATS = {suffix.lstrip("."): kind for suffix, kind in _SUFFIXES.items()}
 
 
 @dataclass(frozen=True)
@@ -141,14 +140,15 @@ def read_structures(path: str | os.PathLike) -> tuple[dict[str, SecondaryStructu
 def _read_folder(folder: Path) -> tuple[dict[str, SecondaryStructure], list[InvalidRecord]]:
     by_stem: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        kind = path.suffix.lstrip(".").lower()
+        kind = SUFFIX_FORMATS.get(path.suffix.lstrip(".").lower())
         if kind in STRUCTURE_FORMATS and (
             path.stem not in by_stem
-            or FORMAT_PREFERENCE.index(kind) < FORMAT_PREFERENCE.index(by_stem[path.stem].suffix[1:].lower())
+            or FORMAT_PREFERENCE.index(kind)
+            < FORMAT_PREFERENCE.index(SUFFIX_FORMATS[by_stem[path.stem].suffix[1:].lower()])
         ):
             by_stem[path.stem] = path
     if not by_stem:
-        raise ValueError(f"{folder} holds no .ct, .bpseq or .dbn files.")
+        raise ValueError(f"{folder} holds no structure files ({', '.join(sorted(_SUFFIXES))}).")
     structures, invalid = {}, []
     for number, (stem, path) in enumerate(sorted(by_stem.items()), 1):
         try:
@@ -162,6 +162,10 @@ def _read_dot_bracket_records(path: Path) -> tuple[dict[str, SecondaryStructure]
     structures, invalid = {}, []
     for number, (identifier, text) in enumerate(_dot_bracket_records(path), 1):
         sequence, _, structure = text.partition("\n")
+        structure = structure.split()[0] if structure.split() else ""  # RNAfold's energy after it, if any
+        if identifier in structures:
+            invalid.append(InvalidRecord(number, identifier, "duplicate id"))
+            continue
         try:
             structures[identifier] = SecondaryStructure.from_dot_bracket(
                 _normalised(sequence), structure.strip(), identifier
@@ -179,7 +183,7 @@ def _dot_bracket_records(path: Path) -> list[tuple[str, str]]:
             if identifier is not None:
                 records.append((identifier, "\n".join(lines)))
             identifier, lines = line[1:].split()[0] if line[1:].split() else "", []
-        elif line.strip():
+        elif line.strip() and not line.startswith("#"):
             lines.append(line.strip())
     if identifier is not None:
         records.append((identifier, "\n".join(lines)))
@@ -217,7 +221,7 @@ def evaluate_structures(
     rejected = {item.id for item in invalid}
     scores = []
     for number, identifier in enumerate(known, 1):
-        if identifier not in found or identifier in rejected:
+        if identifier not in found:
             continue
         prediction, truth = found[identifier], known[identifier]
         if _normalised(prediction.sequence) != _normalised(truth.sequence):

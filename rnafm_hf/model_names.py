@@ -36,13 +36,19 @@ class ModelNameError(FileNotFoundError):
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """`OWNER/NAME` as the Hub spells repo ids; `./x`, `../x`, `/x`, `dir/sub/x` and plain names are paths."""
+    """`OWNER/NAME` as the Hub spells repo ids; `./x`, `../x`, `/x`, `dir/sub/x`, plain names and `dir/x` where
+    `dir` is a local folder are paths."""
     owner, slash, repo = name.partition("/")
     return (
         bool(slash and owner and repo)
         and set(owner + repo) <= HUB_ID_CHARACTERS
         and not owner.startswith(".")
+        and not Path(owner).is_dir()
     )
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file()
 
 
 def converted_cache() -> Path:
@@ -75,14 +81,14 @@ def check_model_name(name: str | os.PathLike, checkpoint: str = "an original che
     """
     name = os.fspath(name)
     path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
+    if path.is_dir() and not (name in RELEASED_FILES and not is_model_folder(path)):
+        if not is_model_folder(path):
             raise ModelNameError(
                 f"{name!r} is a folder but not a model folder: it has no config.json. Name a folder written by "
                 f"`rnafm-hf convert` (convert {checkpoint} first) or by save_pretrained."
             )
         return name
-    if path.exists():
+    if path.exists() and not path.is_dir():
         raise ModelNameError(
             f"{name!r} is a file, not a model folder. An original .pth file is converted first: "
             f"`rnafm-hf convert {name}`."
@@ -117,7 +123,11 @@ def _to_stderr(message: str) -> None:
 def model_location(name: str, log: Callable[[str], None] | None = _to_stderr) -> str:
     """What to load for a checked `name`: a released model's cache folder (downloaded and converted the first
     time, saying so through `log`), anything else as it is."""
-    if name in RELEASED_FILES and not Path(name).expanduser().is_dir():
+    if name in RELEASED_FILES and not is_model_folder(Path(name).expanduser()):
+        if Path(name).expanduser().is_dir() and log is not None:
+            log(
+                f"The folder {name!r} here is not a model folder (no config.json): using the released {name}."
+            )
         return os.fspath(released_model_folder(name, log=log))
     return name
 
@@ -131,7 +141,7 @@ def released_model_folder(name: str, log: Callable[[str], None] | None = None) -
 
         AutoModel.from_pretrained(rnafm_hf.model_names.released_model_folder("rna-fm"))
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     if name not in RELEASED_FILES:
         raise ValueError(f"{name!r} is not a released model; those are {', '.join(RELEASED_FILES)}.")
@@ -139,7 +149,14 @@ def released_model_folder(name: str, log: Callable[[str], None] | None = None) -
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder.parent / f".{name}.lock"):
+    lock = FileLock(folder.parent / f".{name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if log is not None:
+            log(f"Waiting for another process converting the released {name} into {folder}")
+        lock.acquire()
+    try:
         if (folder / "config.json").is_file():  # converted meanwhile by another process
             return folder
         checkpoint = _download(RELEASED_FILES[name])
@@ -149,6 +166,8 @@ def released_model_folder(name: str, log: Callable[[str], None] | None = None) -
         if log is not None:
             log(f"Converting the released {name} ({checkpoint.name}) into {folder}, once")
         convert_checkpoint(checkpoint, folder, kind=name, backbone=backbone, log=log or (lambda _: None))
+    finally:
+        lock.release()
     return folder
 
 

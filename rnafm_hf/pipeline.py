@@ -175,9 +175,17 @@ class RnaSecondaryStructurePipeline(Pipeline):
             canonical_only=canonical_only,
             min_loop=min_loop,
         )
+        try:
+            dot_bracket = folded.structure.to_dot_bracket()
+        except ValueError as error:  # crossings nested deeper than dot-bracket's bracket kinds
+            shown = sequence if length <= 30 else f"{sequence[:30]}..."
+            raise ValueError(
+                f"The structure predicted for {shown!r} ({length} nt) cannot be written in dot-bracket: {error} "
+                "Raise the threshold to keep fewer, surer pairs."
+            ) from error
         result = {
             "sequence": sequence,
-            "dot_bracket": folded.structure.to_dot_bracket(),
+            "dot_bracket": dot_bracket,
             "pairs": list(folded.structure.pairs),
             "multiplets": folded.multiplets,
         }

@@ -42,7 +42,7 @@ import torch
 
 from .devices import checked_device
 from .options import DEFAULT_BATCH_TOKENS
-from .records import InvalidRecord, InvalidSequencesError, SequenceRecord, read_inputs
+from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord, checked, read_inputs
 
 MUTATION = re.compile(r"^([A-Za-z])(\d+)([A-Za-z])$")
 NUCLEOTIDES = "ACGU"
@@ -94,8 +94,8 @@ class Scorer:
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         elif tokenizer is None:
             raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
-        device = checked_device(device)
-        self.model = model.eval() if device is None else model.eval().to(device)
+        device = checked_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.k_mer = model.config.k_mer
         self.max_tokens = model.config.max_tokens
@@ -108,21 +108,21 @@ class Scorer:
     def token_ids(self, record: SequenceRecord) -> list[int]:
         return self.tokenizer(record.sequence)["input_ids"]
 
-    def check(self, records: Sequence[SequenceRecord]) -> list[InvalidRecord]:
-        """Records the scores cannot read: a residue outside A, C, G, U (or the 64 codons), or too long."""
+    def checked(self, inputs) -> list[SequenceRecord]:
+        """The records of `inputs`, normalised (upper case, T as U), after the rules `embed` applies (duplicate
+        ids, empty records, letters outside the alphabet, too long, partial codons) and the scores' own: only
+        A, C, G, U (or the 64 codons). Any record that fails raises `InvalidSequencesError` listing all."""
+        rules = InputRules.of(self.tokenizer, self.max_tokens - 2, long_remedy="score a shorter region")
+        valid, _ = checked(rules, read_inputs(inputs), False, None, "scored", "remove or fix them")
+        if invalid := self._other_residues(valid):
+            raise InvalidSequencesError(invalid, "scored", "remove or fix them")
+        return valid
+
+    def _other_residues(self, records: Sequence[SequenceRecord]) -> list[InvalidRecord]:
         unit = "codon" if self.k_mer == 3 else "nucleotide"
         invalid = []
         for record in records:
             ids = self.token_ids(record)
-            if len(ids) > self.max_tokens:
-                invalid.append(
-                    InvalidRecord(
-                        record.number,
-                        record.id,
-                        f"{len(ids) - 2} {unit}s, over the model's {self.max_tokens - 2}",
-                    )
-                )
-                continue
             others = [position for position, token in enumerate(ids[1:-1], 1) if token not in self.column_of]
             if others:
                 where = ", ".join(
@@ -197,10 +197,7 @@ def score_sequences(
     input order. Sequences with residues the scores cannot read, or longer than the model, raise
     `InvalidSequencesError` listing them."""
     scorer = Scorer(model, tokenizer, device)
-    records = read_inputs(inputs)
-    invalid = scorer.check(records)
-    if invalid:
-        raise InvalidSequencesError(invalid, "scored", "remove or fix them")
+    records = scorer.checked(inputs)
     ids = {record.id: scorer.token_ids(record) for record in records}
     passes = [p for record in records for p in scorer.pll_passes(record.id, ids[record.id])]
     log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
@@ -266,10 +263,7 @@ def score_mutations(
     letter does not match or whose position is outside the sequence raises `ValueError` naming the row.
     """
     scorer = Scorer(model, tokenizer, device)
-    records = {record.id: record for record in read_inputs(inputs)}
-    invalid = scorer.check(list(records.values()))
-    if invalid:
-        raise InvalidSequencesError(invalid, "scored", "remove or fix them")
+    records = {record.id: record for record in scorer.checked(inputs)}
     rows = []
     for number, (identifier, text) in enumerate(mutations, 1):
         where = f"mutation row {number} ({identifier!r}, {text!r})"

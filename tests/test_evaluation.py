@@ -98,3 +98,15 @@ def test_bad_and_missing_records_are_named(tmp_path):
     assert [score.id for score in result.scores] == ["a"] and result.scores[0].f1 == 1.0
     assert result.missing_prediction == ["e"] and result.missing_reference == ["c"]
     assert result.means["crossed_pair_f1"] != result.means["crossed_pair_f1"]  # NaN: no reference has a knot
+
+
+def test_dot_bracket_records_take_energies_comments_and_other_suffixes(tmp_path):
+    predicted = tmp_path / "predicted"
+    predicted.mkdir()
+    (predicted / "a.db").write_text(">a\nGGGAAACCC\n(((...)))\n")
+    known = tmp_path / "known.dbn"
+    known.write_text("# RNAfold output\n>a energy\nGGGAAACCC\n(((...))) (-1.20)\n>a\nGGGAAACCC\n.........\n")
+    with pytest.raises(InvalidSequencesError, match=r"record 2 \('a'\): duplicate id"):
+        evaluate_structures(predicted, known)
+    result = evaluate_structures(predicted, known, skip_invalid=True)
+    assert [(score.id, score.f1) for score in result.scores] == [("a", 1.0)]

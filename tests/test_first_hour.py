@@ -183,3 +183,39 @@ def test_model_cards_say_when_the_weights_are_not_the_released_ones(tmp_path):
     card = (tmp_path / "small" / "README.md").read_text()
     assert "**Not the released model: other sizes.** This folder has layers 2, width 32, heads 4" in card
     assert "the released model has layers 12, width 640, heads 20, feed-forward width 5120" in card
+
+
+def test_a_two_part_path_under_a_local_folder_is_a_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "rna-fm").mkdir(parents=True)
+    (tmp_path / "my.fasta").write_text(FASTA)
+    assert main(["embed", "my.fasta", "--model", "out/rna_fm", "-o", "x"]) == 1
+    assert "No such folder: 'out/rna_fm'. Did you mean 'out/rna-fm'?" in capsys.readouterr().err
+
+
+def test_a_non_model_folder_named_like_a_released_model_gives_way_to_it(released_hub, tmp_path, capsys):
+    (tmp_path / "rna-fm").mkdir()  # e.g. an earlier `embed -o rna-fm`
+    (tmp_path / "my.fasta").write_text(FASTA)
+    assert main(["embed", "my.fasta", "-o", "out"]) == 0
+    assert "The folder 'rna-fm' here is not a model folder (no config.json): using the released rna-fm." in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("orig_argv", "argv0", "command"),
+    [
+        (["python", "-X", "importtime", "-m", "rnafm_hf", "embed"], "-m", True),
+        (["python", "/usr/bin/rnafm-hf", "embed"], "/usr/bin/rnafm-hf", True),
+        (["python", "train.py", "-m", "rnafm_hf"], "train.py", False),
+        (["python", "-c", "import rnafm_hf", "-m", "rnafm_hf"], "-c", False),
+        (["python", "-m", "rnafm_hf.stand_in", "x.pth"], "-m", False),
+        ([], None, False),
+    ],
+)
+def test_only_the_command_itself_defers_registration(monkeypatch, orig_argv, argv0, command):
+    import rnafm_hf
+
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", [] if argv0 is None else [argv0])
+    assert rnafm_hf._started_as_the_command() is command

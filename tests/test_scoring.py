@@ -133,3 +133,52 @@ def test_score_command_writes_its_tables(checkpoint_and_folder, tmp_path, capsys
         "mutation row 1 ('short', 'G1A'): G1A says G at 1, but the sequence has A there."
         in capsys.readouterr().err
     )
+
+
+def test_codon_scores_are_fms(tmp_path):
+    """mRNA-FM: probabilities over the 64 codons, a nucleotide mutation scored on the codon it touches."""
+    checkpoint = write_original_checkpoint(
+        tmp_path / "mRNA-FM.pth", theme="rna-3mer", emb_layer_norm_before=False, prefix="encoder_encoder"
+    )
+    convert_checkpoint(checkpoint, tmp_path / "mrna-fm", verify=False)
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    model, alphabet = fm.pretrained.load_model_and_alphabet_local(str(checkpoint), theme="rna-3mer")
+    model.eval()
+    codons = [token for token in alphabet.all_toks if len(token) == 3 and set(token) <= set("ACGU")]
+    columns = [alphabet.get_idx(codon) for codon in codons]
+    sequence = "AUGGCCAAAUUUCCCUAA"
+
+    def log_probabilities(text: str, masked: list[int]) -> torch.Tensor:
+        _, _, tokens = alphabet.get_batch_converter()([("x", text)])
+        for position in masked:
+            tokens[0, position] = alphabet.mask_idx
+        with torch.no_grad():
+            return torch.log_softmax(model(tokens)["logits"][0][:, columns], dim=-1)
+
+    triplets = [sequence[i : i + 3] for i in range(0, len(sequence), 3)]
+    expected_pll = sum(
+        float(log_probabilities(sequence, [n])[n, codons.index(codon)]) for n, codon in enumerate(triplets, 1)
+    )
+    (score,) = score_sequences({"cds": sequence}, str(tmp_path / "mrna-fm"), progress=False)
+    assert score.length == 6 and score.pll == pytest.approx(expected_pll, abs=1e-4)
+    # G4A turns codon 2 (GCC) into ACC.
+    (mutation,) = score_mutations(
+        {"cds": sequence}, [("cds", "G4A")], str(tmp_path / "mrna-fm"), progress=False
+    )
+    masked = log_probabilities(sequence, [2])
+    expected = float(masked[2, codons.index("ACC")] - masked[2, codons.index("GCC")])
+    assert mutation.masked_marginal == pytest.approx(expected, abs=1e-4)
+
+
+def test_inputs_follow_the_shared_rules(checkpoint_and_folder):
+    """Duplicate ids, empty records and partial codons are listed as embed lists them; lower case and T are read as
+    upper case and U, in the sequences and in the mutations alike."""
+    folder = str(checkpoint_and_folder[1])
+    with pytest.raises(ValueError) as raised:
+        score_sequences([("a", "GGGG"), ("a", "AAAA"), ("e", "")], folder, progress=False)
+    assert "record 2 ('a'): duplicate id" in str(raised.value) and "record 3 ('e'): empty sequence" in str(
+        raised.value
+    )
+    (lower,) = score_mutations({"a": "acgt"}, [("a", "T4C")], folder, progress=False)
+    (upper,) = score_mutations({"a": "ACGU"}, [("a", "U4C")], folder, progress=False)
+    assert lower.masked_marginal == pytest.approx(upper.masked_marginal, abs=1e-6)
