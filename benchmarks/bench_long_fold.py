@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 PROBE = """
-import resource, sys
+import sys
 from rnafm_hf.cli import main
 status = main(sys.argv[1:])
-print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, this process image's own peak (ru_maxrss would keep the forking parent's across exec), in kB.
+print("PEAK", 1024 * int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM"))))
 sys.exit(status)
 """
 
