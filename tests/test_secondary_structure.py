@@ -306,6 +306,7 @@ def test_safe_file_names_from_fasta_ids():
     ]
 
 
+@pytest.mark.slow
 def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
     """Tiles give the whole-map logits (each with its halo); a sequence within the limit folds the same with
     --long window; a 2,500-nt sequence folds, its map symmetric and finite, within a stated memory bound."""
