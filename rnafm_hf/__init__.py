@@ -43,6 +43,7 @@ _EXPORTS = {
         "read_original_checkpoint",
     ],
     "pipeline": ["RnaSecondaryStructurePipeline", "register_pipeline"],
+    "scoring": ["score"],
     "tokenization_rnafm": ["RnaFmCodonTokenizer", "RnaFmTokenizer", "UnknownResidueWarning"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

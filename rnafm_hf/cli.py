@@ -28,6 +28,8 @@ PARAMETERS_AS_FLAGS = {
     "window_size and window_stride": "--window-size and --window-stride",
     "batch_tokens": "--batch-tokens",
     "pass a list: ['ACGU...']": "give a FASTA file",
+    "pll_difference=True": "--pll-difference",
+    "give mutations too": "give --mutations too",
 }
 
 
@@ -189,32 +191,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .scoring import (
-        read_mutations,
-        score_mutations,
-        score_sequences,
-        write_mutation_scores,
-        write_sequence_scores,
-    )
+    from .scoring import score
 
-    options = {"batch_tokens": args.batch_tokens, "device": args.device, "progress": not args.quiet}
-    if args.mutations:
-        scores = score_mutations(
-            args.fasta,
-            read_mutations(args.mutations),
-            args.model,
-            pll_difference=args.pll_difference,
-            **options,
-        )
-        write_mutation_scores(scores, args.output)
-        what = _count(len(scores), "mutation")
-    else:
-        if args.pll_difference:
-            raise ValueError("--pll-difference compares mutants with their wild type: give --mutations too.")
-        scores = score_sequences(args.fasta, args.model, **options)
-        write_sequence_scores(scores, args.output)
-        what = _count(len(scores), "sequence")
+    scores = score(
+        args.fasta,
+        args.model,
+        mutations=args.mutations,
+        pll_difference=args.pll_difference,
+        output=args.output,
+        batch_tokens=args.batch_tokens,
+        device=args.device,
+        progress=not args.quiet,
+    )
     if not args.quiet:
+        what = _count(len(scores), "mutation" if args.mutations else "sequence")
         print(f"Scored {what} into {args.output}")
     return 0
 

@@ -320,6 +320,54 @@ def score_mutations(
     return scores
 
 
+def score(
+    inputs,
+    model="rna-fm",
+    *,
+    mutations: str | os.PathLike | Iterable[tuple[str, str]] | None = None,
+    pll_difference: bool = False,
+    output: str | os.PathLike | None = None,
+    tokenizer=None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[SequenceScore] | list[MutationScore]:
+    """
+    What `rnafm-hf score` does: the pseudo-log-likelihood of every sequence in `inputs` (`score_sequences`) or,
+    with `mutations` (a TSV path with the columns `id` and `mutation`, or `(id, mutation)` rows), the scores of
+    every mutation against those wild types (`score_mutations`). With `output`, the scores are also written there
+    as TSV (`id, length, pll, pll_per_residue`, or `id, mutation, masked_marginal, wt_marginal[, pll_difference]`).
+
+    ```python
+    >>> import torch
+    >>> from rnafm_hf import RnaFmConfig, RnaFmForMaskedLM, RnaFmTokenizer, score
+    >>> model = RnaFmForMaskedLM(RnaFmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                                      intermediate_size=64)).eval()
+    >>> [s.length for s in score({"a": "GGGAAACCC"}, model, tokenizer=RnaFmTokenizer(), progress=False)]
+    [9]
+    >>> rows = score({"a": "GGGAAACCC"}, model, mutations=[("a", "A5C")], pll_difference=True,
+    ...              tokenizer=RnaFmTokenizer(), progress=False)
+    >>> rows[0].mutation, rows[0].pll_difference is not None
+    ('A5C', True)
+
+    ```
+    """
+    options = {"tokenizer": tokenizer, "batch_tokens": batch_tokens, "device": device, "progress": progress}
+    if mutations is None:
+        if pll_difference:
+            raise ValueError("pll_difference=True compares mutants with their wild type: give mutations too.")
+        scores = score_sequences(inputs, model, **options)
+        if output is not None:
+            write_sequence_scores(scores, output)
+        return scores
+    if isinstance(mutations, (str, os.PathLike)):
+        mutations = read_mutations(mutations)
+    scores = score_mutations(inputs, mutations, model, pll_difference=pll_difference, **options)
+    if output is not None:
+        write_mutation_scores(scores, output)
+    return scores
+
+
 def write_sequence_scores(scores: Sequence[SequenceScore], path: str | os.PathLike) -> Path:
     lines = ["id\tlength\tpll\tpll_per_residue"]
     lines += [f"{s.id}\t{s.length}\t{s.pll:.6f}\t{s.pll_per_residue:.6f}" for s in scores]
@@ -342,6 +390,7 @@ __all__ = [
     "SequenceScore",
     "parse_mutation",
     "read_mutations",
+    "score",
     "score_mutations",
     "score_sequences",
     "write_mutation_scores",

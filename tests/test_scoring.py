@@ -10,6 +10,7 @@ import pytest
 import torch
 from original_checkpoints import write_original_checkpoint
 
+import rnafm_hf
 from rnafm_hf.cli import main
 from rnafm_hf.conversion import convert_checkpoint
 from rnafm_hf.scoring import score_mutations, score_sequences
@@ -182,3 +183,34 @@ def test_inputs_follow_the_shared_rules(checkpoint_and_folder):
     (lower,) = score_mutations({"a": "acgt"}, [("a", "T4C")], folder, progress=False)
     (upper,) = score_mutations({"a": "ACGU"}, [("a", "U4C")], folder, progress=False)
     assert lower.masked_marginal == pytest.approx(upper.masked_marginal, abs=1e-6)
+
+
+def test_score_is_the_command_as_a_function(checkpoint_and_folder, tmp_path, capsys):
+    """`rnafm_hf.score` takes a mutation TSV or rows, writes the command's table, and refuses a PLL difference
+    without mutations (in the command, in its flags)."""
+    folder = str(checkpoint_and_folder[1])
+    mutations = tmp_path / "mutations.tsv"
+    mutations.write_text("id\tmutation\n" + "".join(f"{i}\t{m}\n" for i, m in MUTATIONS))
+    from_file = rnafm_hf.score(
+        SEQUENCES, folder, mutations=mutations, output=tmp_path / "m.tsv", progress=False
+    )
+    direct = score_mutations(SEQUENCES, MUTATIONS, folder, progress=False)
+    assert [(s.id, s.mutation) for s in from_file] == [(s.id, s.mutation) for s in direct]
+    assert [s.masked_marginal for s in from_file] == pytest.approx(
+        [s.masked_marginal for s in direct], abs=1e-6
+    )
+    assert (tmp_path / "m.tsv").read_text().splitlines()[0] == "id\tmutation\tmasked_marginal\twt_marginal"
+    plls = rnafm_hf.score(SEQUENCES, folder, progress=False)
+    expected = score_sequences(SEQUENCES, folder, progress=False)
+    assert [(s.id, s.length) for s in plls] == [(s.id, s.length) for s in expected]
+    assert [s.pll for s in plls] == pytest.approx([s.pll for s in expected], abs=1e-6)
+    with pytest.raises(ValueError, match=r"pll_difference=True compares mutants .* give mutations too"):
+        rnafm_hf.score(SEQUENCES, folder, pll_difference=True, progress=False)
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in SEQUENCES.items()))
+    command = ["score", str(fasta), "--model", folder, "-o", str(tmp_path / "p.tsv"), "--pll-difference"]
+    assert main(command) == 1
+    assert (
+        "--pll-difference compares mutants with their wild type: give --mutations too."
+        in capsys.readouterr().err
+    )
