@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ PARAMETERS_AS_FLAGS = {
     "batch_tokens": "--batch-tokens",
     "pass a list: ['ACGU...']": "give a FASTA file",
     "pll_difference=True": "--pll-difference",
+    "leave dbn out of formats": "leave dbn out of --formats",
+    "raise the threshold": "raise --threshold",
     "give mutations too": "give --mutations too",
 }
 
@@ -179,13 +182,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     evaluation = evaluate_structures(args.predicted, args.reference, skip_invalid=args.skip_invalid, log=_say)
     if not evaluation.scores:
-        _say(f"rnafm-hf evaluate: error: no id is on both sides ({args.predicted}, {args.reference}).")
+        why = "every record on both sides was skipped" if evaluation.invalid else "no id is on both sides"
+        _say(f"rnafm-hf evaluate: error: nothing to score: {why} ({args.predicted}, {args.reference}).")
         return EXIT_ERROR
     evaluation.write_tsv(args.output)
     means = evaluation.means
     print(
         f"Scored {_count(len(evaluation.scores), 'structure')} into {args.output}; means: "
-        + ", ".join(f"{name} {value:.4f}" for name, value in means.items())
+        + ", ".join(
+            f"{name} {'n/a' if math.isnan(value) else f'{value:.4f}'}" for name, value in means.items()
+        )
     )
     return 0
 
@@ -296,6 +302,17 @@ def _check_input_file(args: argparse.Namespace) -> None:
             raise ValueError("--mutations reads a file; standard input (-) is for the FASTA.")
         if path and path != "-" and not path.startswith("hf://") and not Path(path).exists():
             raise ValueError(f"no such {what}: {path}")
+    if args.command in ("score", "evaluate"):  # a table file, named before the compute rather than after it
+        table = args.output
+        if table.is_dir():
+            raise ValueError(
+                f"--output {table} is a folder; name the TSV file to write, e.g. {table / 'scores.tsv'}"
+            )
+        if not table.parent.is_dir():
+            raise ValueError(f"--output {table}: the folder {table.parent} does not exist; create it first.")
+        inputs = [getattr(args, name, None) for name in ("fasta", "mutations", "predicted", "reference")]
+        if any(path and path != "-" and Path(path).resolve() == table.resolve() for path in inputs):
+            raise ValueError(f"--output {table} is one of the inputs; write the scores to another file.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -497,7 +514,11 @@ def _add_evaluate_parser(commands) -> None:
         description="Score predicted structures against known ones, matched by id: precision, recall, F1 and MCC "
         "over base pairs and the F1 over crossed (pseudoknotted) pairs, per structure (a TSV) and their means.",
     )
-    evaluate.add_argument("predicted", help="folder of .ct/.bpseq/.dbn files (a fold output folder is one)")
+    evaluate.add_argument(
+        "predicted",
+        help="folder of .ct/.bpseq/.dbn (.db, .dot) files, by stem (a fold output folder is one), or a dot-bracket "
+        "file of records (>id, sequence, structure)",
+    )
     evaluate.add_argument(
         "--reference",
         required=True,
@@ -666,11 +687,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         _say(f"rnafm-hf {args.command}: error: {error}")
         return EXIT_ERROR
+    from transformers.utils import logging
+
     from . import register
     from .hub import PublishError
     from .verification import ParityError
 
     register()  # `import rnafm_hf` does it, except in this command, which waits for checked arguments
+    bars_were_on = logging.is_progress_bar_enabled()
+    if getattr(args, "quiet", False):  # transformers' own bars too (loading weights), for this command only
+        logging.disable_progress_bar()
     try:
         return args.handler(args)
     except ParityError as error:
@@ -690,6 +716,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "again to finish (embed and fold resume)."
         )
         return EXIT_INTERRUPTED
+    finally:
+        if bars_were_on:
+            logging.enable_progress_bar()
 
 
 def _described(error: BaseException) -> str:

@@ -56,8 +56,7 @@ def plot_arcs(structure: SecondaryStructure, path: str | Path) -> None:
     from matplotlib.patches import Arc
 
     length = len(structure.sequence)
-    brackets = structure.to_dot_bracket()
-    crossing = {(i, j) for i, j in structure.pairs if brackets[i] != "("}  # above the first bracket level
+    crossing = {pair for pair, level in structure.pseudoknot_levels().items() if level > 0}
     axes.plot([0, length - 1], [0, 0], color="0.4", linewidth=1.0)
     for i, j in structure.pairs:
         colour = "darkorange" if (i, j) in crossing else "steelblue"

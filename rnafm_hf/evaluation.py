@@ -129,6 +129,15 @@ def read_structures(path: str | os.PathLike) -> tuple[dict[str, SecondaryStructu
     stem (a stem in several formats, as `fold` writes them, is read from the first of ct, bpseq, dbn). A file: a
     multi-record dot-bracket file, `>id`, the sequence and the structure on the lines below.
     """
+    structures, invalid, _ = _read_numbered(path)
+    return structures, invalid
+
+
+Numbered = tuple[dict[str, SecondaryStructure], list[InvalidRecord], dict[str, int]]
+
+
+def _read_numbered(path: str | os.PathLike) -> Numbered:
+    """`read_structures`, with each id's record number (its file's, in a folder sorted by name)."""
     path = Path(path)
     if path.is_dir():
         return _read_folder(path)
@@ -137,7 +146,7 @@ def read_structures(path: str | os.PathLike) -> tuple[dict[str, SecondaryStructu
     return _read_dot_bracket_records(path)
 
 
-def _read_folder(folder: Path) -> tuple[dict[str, SecondaryStructure], list[InvalidRecord]]:
+def _read_folder(folder: Path) -> Numbered:
     by_stem: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         kind = SUFFIX_FORMATS.get(path.suffix.lstrip(".").lower())
@@ -149,30 +158,38 @@ def _read_folder(folder: Path) -> tuple[dict[str, SecondaryStructure], list[Inva
             by_stem[path.stem] = path
     if not by_stem:
         raise ValueError(f"{folder} holds no structure files ({', '.join(sorted(_SUFFIXES))}).")
-    structures, invalid = {}, []
+    structures, invalid, numbers = {}, [], {}
     for number, (stem, path) in enumerate(sorted(by_stem.items()), 1):
+        numbers[stem] = number
         try:
             structures[stem] = SecondaryStructure.read(path)
         except ValueError as error:
-            invalid.append(InvalidRecord(number, stem, f"{path.name}: {error}"))
-    return structures, invalid
+            invalid.append(InvalidRecord(number, stem, f"{folder.name}/{path.name}: {error}"))
+    return structures, invalid, numbers
 
 
-def _read_dot_bracket_records(path: Path) -> tuple[dict[str, SecondaryStructure], list[InvalidRecord]]:
-    structures, invalid = {}, []
+def _read_dot_bracket_records(path: Path) -> Numbered:
+    structures, invalid, numbers = {}, [], {}
     for number, (identifier, text) in enumerate(_dot_bracket_records(path), 1):
+        if not identifier:
+            invalid.append(
+                InvalidRecord(number, identifier, f"{path.name}: a record without an id ('>' alone)")
+            )
+            continue
         sequence, _, structure = text.partition("\n")
         structure = structure.split()[0] if structure.split() else ""  # RNAfold's energy after it, if any
-        if identifier in structures:
-            invalid.append(InvalidRecord(number, identifier, "duplicate id"))
+        if identifier in numbers:
+            invalid.append(InvalidRecord(number, identifier, f"{path.name}: duplicate id"))
             continue
+        numbers[identifier] = number
         try:
             structures[identifier] = SecondaryStructure.from_dot_bracket(
                 _normalised(sequence), structure.strip(), identifier
             )
         except ValueError as error:
-            invalid.append(InvalidRecord(number, identifier, str(error).removeprefix(f"{identifier}: ")))
-    return structures, invalid
+            reason = str(error).removeprefix(f"{identifier}: ")
+            invalid.append(InvalidRecord(number, identifier, f"{path.name}: {reason}"))
+    return structures, invalid, numbers
 
 
 def _dot_bracket_records(path: Path) -> list[tuple[str, str]]:
@@ -211,8 +228,8 @@ def evaluate_structures(
     left out of the scores and the means with `skip_invalid=True`. Ids found on one side only are reported
     (`missing_prediction`, `missing_reference`) and logged.
     """
-    found, invalid_found = read_structures(predicted)
-    known, invalid_known = read_structures(reference)
+    found, invalid_found, _ = _read_numbered(predicted)
+    known, invalid_known, known_numbers = _read_numbered(reference)
     # A predicted file may carry its id in its header (a .ct title) rather than in its name.
     for stem, structure in list(found.items()):
         if stem not in known and structure.name in known and structure.name not in found:
@@ -220,25 +237,25 @@ def evaluate_structures(
     invalid = [*invalid_known, *invalid_found]
     rejected = {item.id for item in invalid}
     scores = []
-    for number, identifier in enumerate(known, 1):
+    for identifier, truth in known.items():
         if identifier not in found:
             continue
-        prediction, truth = found[identifier], known[identifier]
+        prediction = found[identifier]
         if _normalised(prediction.sequence) != _normalised(truth.sequence):
-            invalid.append(InvalidRecord(number, identifier, _sequence_difference(prediction, truth)))
+            reason = f"{Path(reference).name}: {_sequence_difference(prediction, truth)}"
+            invalid.append(InvalidRecord(known_numbers[identifier], identifier, reason))
             continue
         scores.append(score_structure(identifier, prediction, truth))
-    if invalid and not skip_invalid:
-        raise InvalidSequencesError(invalid, "scored", "skip them with skip_invalid=True")
     evaluation = Evaluation(
         scores,
         invalid,
         missing_prediction=[i for i in known if i not in found and i not in rejected],
         missing_reference=[i for i in found if i not in known and i not in rejected],
     )
-    if log is not None:
-        for item in invalid:
-            log(f"Skipped {item}")
+    if log is not None:  # the ids on one side only, also before a run that stops
+        if invalid and skip_invalid:
+            for item in invalid:
+                log(f"Skipped {item}")
         if evaluation.missing_prediction:
             log(
                 f"No prediction for {len(evaluation.missing_prediction)}: {', '.join(evaluation.missing_prediction)}"
@@ -247,6 +264,8 @@ def evaluate_structures(
             log(
                 f"No reference for {len(evaluation.missing_reference)}: {', '.join(evaluation.missing_reference)}"
             )
+    if invalid and not skip_invalid:
+        raise InvalidSequencesError(invalid, "scored", "skip them with skip_invalid=True")
     return evaluation
 
 

@@ -25,7 +25,7 @@ from .options import FOLD_OUTPUT_FORMATS
 from .output_folder import Journal, OutputFolder, input_fingerprint, model_fingerprint
 from .pipeline import load_structure_pipeline
 from .records import checked, read_inputs
-from .structure import SecondaryStructure
+from .structure import BRACKETS, SecondaryStructure
 
 if TYPE_CHECKING:
     from transformers import Pipeline
@@ -216,6 +216,12 @@ def _write_outputs(
         result["dot_bracket"],
     )
     for name in formats:
+        if name == "dbn" and result["dot_bracket"] is None:
+            raise ValueError(
+                f"record {row.id!r}: its structure ({len(structure.pairs)} pairs) has more than {len(BRACKETS)} "
+                "pseudoknot levels, which dot-bracket cannot write: leave dbn out of formats (ct and bpseq write "
+                "any structure), or raise the threshold to keep fewer, surer pairs."
+            )
         if name == "npy":
             probabilities = result["probabilities"].astype(np.float32)
             output.write(f"{row.stem}.npy", partial(_save_npy, array=probabilities))

@@ -39,6 +39,10 @@ def tiled_pair_logits(head: nn.Module, embeddings: torch.Tensor, tile: int = DEF
     """
     if tile < 1:
         raise ValueError(f"tile must be at least 1; got {tile}.")
+    if head.training:  # batch norm would use each tile's own statistics, dropout would differ tile by tile
+        raise ValueError(
+            "The pair head is in training mode, where tiles differ from the whole map: call .eval()."
+        )
     reduced = head.reduction(embeddings)
     length, halo = len(reduced), receptive_radius(head)
     logits = reduced.new_zeros(length, length)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
 
 from .auto import AutoModelForContactPrediction
 from .devices import checked_device
@@ -17,6 +18,8 @@ from .model_loading import NonFiniteOutputError, is_finite, load_model, non_fini
 from .model_names import model_location
 from .records import InputRules, InvalidRecord, InvalidSequencesError, SequenceRecord
 from .structure import fold_probabilities
+
+logger = logging.get_logger(__name__)
 
 TASK = "rna-secondary-structure"
 FLOAT16_REMEDY = "load the model in float32 (`dtype=torch.float32`), or convert it without --dtype float16."
@@ -27,7 +30,8 @@ class RnaSecondaryStructurePipeline(Pipeline):
     Predict RNA secondary structures with RNA-FM's ResNet head (a converted `RNA-FM-ResNet_*.pth` folder).
 
     Call it with one sequence or a list; each result is a dict with `sequence` (as read: upper case, T as U),
-    `dot_bracket`, `pairs` (0-based `(i, j)`, i < j), `multiplets` (pairs above the threshold rejected because a
+    `dot_bracket` (None, with a warning, for a structure nested deeper than dot-bracket's 30 pseudoknot levels),
+    `pairs` (0-based `(i, j)`, i < j), `multiplets` (pairs above the threshold rejected because a
     base was taken) and, with `return_probabilities=True`, the (L, L) `probabilities` as a NumPy array. The pairs
     are read off the probabilities as the original script does (`rnafm_hf.structure.fold_probabilities`): keyword
     arguments `threshold` (default: the model config's `ss_threshold`), `canonical_only` and `min_loop` change
@@ -177,12 +181,15 @@ class RnaSecondaryStructurePipeline(Pipeline):
         )
         try:
             dot_bracket = folded.structure.to_dot_bracket()
-        except ValueError as error:  # crossings nested deeper than dot-bracket's bracket kinds
+        except (
+            ValueError
+        ) as error:  # crossings nested deeper than dot-bracket's bracket kinds; `pairs` has them
+            dot_bracket = None
             shown = sequence if length <= 30 else f"{sequence[:30]}..."
-            raise ValueError(
-                f"The structure predicted for {shown!r} ({length} nt) cannot be written in dot-bracket: {error} "
-                "Raise the threshold to keep fewer, surer pairs."
-            ) from error
+            logger.warning(
+                f"The structure predicted for {shown!r} ({length} nt) has {error} Its 'dot_bracket' is None; "
+                "'pairs' holds all its pairs. A higher threshold keeps fewer, surer pairs."
+            )
         result = {
             "sequence": sequence,
             "dot_bracket": dot_bracket,

@@ -70,12 +70,20 @@ class MutationScore:
 
 @dataclass(frozen=True)
 class Pass:
-    """One forward pass of a sequence: its token ids with `masked` positions replaced by `<mask>`, and the
-    positions whose residue probabilities are read."""
+    """One forward pass of a sequence: its token `ids` (shared by all the passes of a sequence) with the `masked`
+    positions replaced by `<mask>` when the pass runs, and the positions whose residue probabilities are read.
+    Only a batch's own passes are ever built whole, so memory grows with the input's length, not its square."""
 
     key: object
     ids: tuple[int, ...]
+    masked: tuple[int, ...]
     read: tuple[int, ...]
+
+    def tokens(self, mask_id: int) -> list[int]:
+        tokens = list(self.ids)
+        for position in self.masked:
+            tokens[position] = mask_id
+        return tokens
 
 
 class Scorer:
@@ -105,8 +113,8 @@ class Scorer:
         self.column_of = {vocabulary[t]: column for column, t in enumerate(self.residues)}
         self.mask_id = tokenizer.mask_token_id
 
-    def token_ids(self, record: SequenceRecord) -> list[int]:
-        return self.tokenizer(record.sequence)["input_ids"]
+    def token_ids(self, record: SequenceRecord) -> tuple[int, ...]:
+        return tuple(self.tokenizer(record.sequence)["input_ids"])
 
     def checked(self, inputs) -> list[SequenceRecord]:
         """The records of `inputs`, normalised (upper case, T as U), after the rules `embed` applies (duplicate
@@ -140,7 +148,7 @@ class Scorer:
         from tqdm.auto import tqdm
 
         batches, current, size = [], [], 0
-        for item in sorted(passes, key=lambda p: len(p.ids)):
+        for item in sorted(passes, key=lambda p: len(p.ids)):  # stable: a sequence's passes stay together
             if current and size + len(item.ids) > batch_tokens:
                 batches.append(current)
                 current, size = [], 0
@@ -153,7 +161,8 @@ class Scorer:
         with torch.inference_mode():
             for batch in tqdm(batches, desc="Scoring", unit="batch", disable=not progress):
                 bounds = [0, *accumulate(len(item.ids) for item in batch)]
-                ids = torch.tensor([list(chain.from_iterable(item.ids for item in batch))], device=device)
+                tokens = chain.from_iterable(item.tokens(self.mask_id) for item in batch)
+                ids = torch.tensor([list(tokens)], device=device)
                 logits = self.model(input_ids=ids, cu_seq_lens_q=torch.tensor(bounds, device=device)).logits[
                     0
                 ]
@@ -167,17 +176,10 @@ class Scorer:
                 results.update(zip(keys, scores, strict=True))
         return results
 
-    def pll_passes(self, key: object, ids: list[int]) -> list[Pass]:
-        return [
-            Pass(
-                (key, position),
-                tuple(self.mask_id if p == position else t for p, t in enumerate(ids)),
-                (position,),
-            )
-            for position in range(1, len(ids) - 1)
-        ]
+    def pll_passes(self, key: object, ids: tuple[int, ...]) -> list[Pass]:
+        return [Pass((key, position), ids, (position,), (position,)) for position in range(1, len(ids) - 1)]
 
-    def pll(self, key: object, ids: list[int], log_probabilities: dict) -> float:
+    def pll(self, key: object, ids: tuple[int, ...], log_probabilities: dict) -> float:
         return sum(
             float(log_probabilities[((key, position), position)][self.column_of[ids[position]]])
             for position in range(1, len(ids) - 1)
@@ -212,6 +214,8 @@ def score_sequences(
 def parse_mutation(text: str, sequence: str, where: str) -> dict[int, tuple[str, str]]:
     """`A5G` or `A5G:C7U` (1-based, `:` joining several) -> `{0-based position: (wild type, mutant)}`, checked
     against `sequence`; errors name `where` (the row)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: no mutation given (write it like A5G, several joined by ':').")
     changes = {}
     for part in text.strip().split(":"):
         found = MUTATION.match(part.strip())
@@ -237,12 +241,27 @@ def parse_mutation(text: str, sequence: str, where: str) -> dict[int, tuple[str,
 
 
 def read_mutations(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Rows `(id, mutation)` of a TSV with the columns `id` and `mutation`."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if not reader.fieldnames or not {"id", "mutation"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with the columns id and mutation (tab-separated).")
-        return [(row["id"], row["mutation"]) for row in reader]
+    """Rows `(id, mutation)` of a TSV with the columns `id` and `mutation` (blank lines skipped); a row without
+    both, or a file without rows, raises `ValueError` naming the file and line."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            if not reader.fieldnames or not {"id", "mutation"} <= set(reader.fieldnames):
+                raise ValueError(f"{path}: needs a header with the columns id and mutation (tab-separated).")
+            rows = []
+            for row in reader:
+                identifier, mutation = (row.get("id") or "").strip(), (row.get("mutation") or "").strip()
+                if not identifier or not mutation:
+                    raise ValueError(
+                        f"{path}, line {reader.line_num}: needs an id and a mutation (tab-separated); got "
+                        f"{identifier!r} and {mutation!r}."
+                    )
+                rows.append((identifier, mutation))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
+    if not rows:
+        raise ValueError(f"{path}: holds no mutation rows under its header.")
+    return rows
 
 
 def score_mutations(
@@ -271,26 +290,29 @@ def score_mutations(
             raise ValueError(f"{where}: no sequence has the id {identifier!r}.")
         rows.append((identifier, text, parse_mutation(text, records[identifier].sequence, where)))
 
-    wild_ids = {identifier: scorer.token_ids(record) for identifier, record in records.items()}
-    used = {identifier for identifier, _, _ in rows}
-    passes = [Pass(("wt", i), tuple(wild_ids[i]), tuple(range(1, len(wild_ids[i]) - 1))) for i in used]
+    wild_ids = {identifier: tuple(scorer.token_ids(record)) for identifier, record in records.items()}
+    used = list(
+        dict.fromkeys(identifier for identifier, _, _ in rows)
+    )  # in row order: the same batches each run
+    passes = [Pass(("wt", i), wild_ids[i], (), tuple(range(1, len(wild_ids[i]) - 1))) for i in used]
     mutant_ids = []
     for number, (identifier, _, changes) in enumerate(rows):
         mutant = list(records[identifier].sequence)
         for position, (_, letter) in changes.items():
             mutant[position] = letter
-        ids = scorer.tokenizer("".join(mutant))["input_ids"]
+        ids = tuple(scorer.tokenizer("".join(mutant))["input_ids"])
         mutant_ids.append(ids)
         touched = sorted({position // scorer.k_mer + 1 for position in changes})
-        masked = tuple(scorer.mask_id if p in touched else t for p, t in enumerate(wild_ids[identifier]))
-        passes.append(Pass(("masked", number), masked, tuple(touched)))
+        passes.append(Pass(("masked", number), wild_ids[identifier], tuple(touched), tuple(touched)))
         if pll_difference:
             passes += scorer.pll_passes(("mutant", number), ids)
     if pll_difference:
         passes += [p for i in used for p in scorer.pll_passes(("wild", i), wild_ids[i])]
     log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
 
-    def marginal(key: object, wild: list[int], mutant: list[int], positions: Iterable[int]) -> float:
+    def marginal(
+        key: object, wild: tuple[int, ...], mutant: tuple[int, ...], positions: Iterable[int]
+    ) -> float:
         return sum(
             float(
                 log_probabilities[(key, p)][scorer.column_of[mutant[p]]]
@@ -364,7 +386,7 @@ def score(
         mutations = read_mutations(mutations)
     scores = score_mutations(inputs, mutations, model, pll_difference=pll_difference, **options)
     if output is not None:
-        write_mutation_scores(scores, output)
+        write_mutation_scores(scores, output, pll_difference)
     return scores
 
 
@@ -375,8 +397,13 @@ def write_sequence_scores(scores: Sequence[SequenceScore], path: str | os.PathLi
     return Path(path)
 
 
-def write_mutation_scores(scores: Sequence[MutationScore], path: str | os.PathLike) -> Path:
-    extra = scores and scores[0].pll_difference is not None
+def write_mutation_scores(
+    scores: Sequence[MutationScore], path: str | os.PathLike, pll_difference: bool | None = None
+) -> Path:
+    """The scores as TSV; the `pll_difference` column when asked for, or by default when the scores have it."""
+    extra = (
+        bool(scores and scores[0].pll_difference is not None) if pll_difference is None else pll_difference
+    )
     lines = ["id\tmutation\tmasked_marginal\twt_marginal" + ("\tpll_difference" if extra else "")]
     for s in scores:
         row = f"{s.id}\t{s.mutation}\t{s.masked_marginal:.6f}\t{s.wt_marginal:.6f}"

@@ -93,21 +93,30 @@ class SecondaryStructure:
 
     # Dot-bracket ------------------------------------------------------------------------------------------------
 
-    def to_dot_bracket(self) -> str:
-        """Dot-bracket notation; crossing pairs (pseudoknots) get `[]`, `{}`, `<>`, then `Aa`, `Bb`, ..."""
+    def pseudoknot_levels(self) -> dict[tuple[int, int], int]:
+        """Each pair's bracket level: 0 for the pairs of the first nested layer, 1 for those crossing it, and so on
+        (pairs taken in order, each in the first level it crosses nothing of); no limit on the number of levels."""
         levels: list[list[tuple[int, int]]] = []
         level_of: dict[tuple[int, int], int] = {}
         for pair in self.pairs:
-            for number, level in enumerate(levels):
-                if not any(_cross(pair, other) for other in level):
-                    level.append(pair)
-                    level_of[pair] = number
-                    break
-            else:
-                if len(levels) == len(BRACKETS):
-                    raise ValueError(f"{self._label()}more than {len(BRACKETS)} pseudoknot levels.")
-                levels.append([pair])
-                level_of[pair] = len(levels) - 1
+            number = next(
+                (n for n, level in enumerate(levels) if not any(_cross(pair, other) for other in level)),
+                len(levels),
+            )
+            if number == len(levels):
+                levels.append([])
+            levels[number].append(pair)
+            level_of[pair] = number
+        return level_of
+
+    def to_dot_bracket(self) -> str:
+        """Dot-bracket notation; crossing pairs (pseudoknots) get `[]`, `{}`, `<>`, then `Aa`, `Bb`, ..."""
+        level_of = self.pseudoknot_levels()
+        if level_of and max(level_of.values()) >= len(BRACKETS):
+            raise ValueError(
+                f"{self._label()}more than {len(BRACKETS)} pseudoknot levels, which dot-bracket cannot write "
+                "(.ct and .bpseq write any structure)."
+            )
         symbols = ["."] * len(self.sequence)
         for (i, j), level in level_of.items():
             symbols[i], symbols[j] = BRACKETS[level]

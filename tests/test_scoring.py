@@ -13,7 +13,7 @@ from original_checkpoints import write_original_checkpoint
 import rnafm_hf
 from rnafm_hf.cli import main
 from rnafm_hf.conversion import convert_checkpoint
-from rnafm_hf.scoring import score_mutations, score_sequences
+from rnafm_hf.scoring import parse_mutation, score_mutations, score_sequences, write_mutation_scores
 
 SEQUENCES = {"hairpin": "GGGUGCGAUCAUACCAGCACUAAUGCCC", "short": "ACGUUGCA"}
 MUTATIONS = [("hairpin", "G2A"), ("hairpin", "U4C:A11G"), ("short", "A1U"), ("short", "C2G:G3C")]
@@ -111,6 +111,7 @@ def test_score_command_writes_its_tables(checkpoint_and_folder, tmp_path, capsys
     fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in SEQUENCES.items()))
     model = str(checkpoint_and_folder[1])
     assert main(["score", str(fasta), "--model", model, "-o", str(tmp_path / "pll.tsv"), "-q"]) == 0
+    assert capsys.readouterr().err == ""  # -q: no bar, transformers' own (loading weights) neither
     lines = (tmp_path / "pll.tsv").read_text().splitlines()
     assert lines[0] == "id\tlength\tpll\tpll_per_residue" and lines[2].startswith("short\t8\t-")
     mutations = tmp_path / "mutations.tsv"
@@ -166,9 +167,11 @@ def test_codon_scores_are_fms(tmp_path):
     (mutation,) = score_mutations(
         {"cds": sequence}, [("cds", "G4A")], str(tmp_path / "mrna-fm"), progress=False
     )
-    masked = log_probabilities(sequence, [2])
+    masked, unmasked = log_probabilities(sequence, [2]), log_probabilities(sequence, [])
     expected = float(masked[2, codons.index("ACC")] - masked[2, codons.index("GCC")])
     assert mutation.masked_marginal == pytest.approx(expected, abs=1e-4)
+    expected_wt = float(unmasked[2, codons.index("ACC")] - unmasked[2, codons.index("GCC")])
+    assert mutation.wt_marginal == pytest.approx(expected_wt, abs=1e-4)
 
 
 def test_inputs_follow_the_shared_rules(checkpoint_and_folder):
@@ -214,3 +217,54 @@ def test_score_is_the_command_as_a_function(checkpoint_and_folder, tmp_path, cap
         "--pll-difference compares mutants with their wild type: give --mutations too."
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("id\tmutation\n", "holds no mutation rows under its header"),
+        (
+            "id\tmutation\nhairpin\n",
+            "line 2: needs an id and a mutation (tab-separated); got 'hairpin' and ''",
+        ),
+        ("id\tmutation\n\thairpin\n", "line 2: needs an id and a mutation"),
+        ("id\tmutation\nhairpin\tG2A\n\nhairpin\t\n", "line 4: needs an id and a mutation"),
+        ("id\tmutant\nhairpin\tG2A\n", "needs a header with the columns id and mutation"),
+    ],
+)
+def test_mutation_tables_that_cannot_be_read_are_named(
+    checkpoint_and_folder, tmp_path, capsys, table, message
+):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in SEQUENCES.items()))
+    (tmp_path / "m.tsv").write_text(table)
+    command = ["score", str(fasta), "--model", str(checkpoint_and_folder[1]), "-q", "--mutations"]
+    assert main([*command, str(tmp_path / "m.tsv"), "-o", str(tmp_path / "out.tsv")]) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / "out.tsv").exists()
+
+
+def test_the_output_table_is_checked_before_any_compute(tmp_path, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nACGU\n")
+    for output, message in [
+        (tmp_path, "is a folder; name the TSV file to write"),
+        (tmp_path / "no" / "x.tsv", f"the folder {tmp_path / 'no'} does not exist"),
+        (fasta, "is one of the inputs"),
+    ]:
+        assert main(["score", str(fasta), "--model", str(tmp_path / "absent-model"), "-o", str(output)]) == 1
+        assert message in capsys.readouterr().err
+    assert fasta.read_text() == ">a\nACGU\n"
+
+
+def test_pll_difference_column_is_written_for_no_rows_too(tmp_path):
+    path = write_mutation_scores([], tmp_path / "m.tsv", pll_difference=True)
+    assert path.read_text() == "id\tmutation\tmasked_marginal\twt_marginal\tpll_difference\n"
+    assert (
+        parse_mutation_error(None) == "row 1: no mutation given (write it like A5G, several joined by ':')."
+    )
+
+
+def parse_mutation_error(text) -> str:
+    with pytest.raises(ValueError) as raised:
+        parse_mutation(text, "ACGU", "row 1")
+    return str(raised.value)

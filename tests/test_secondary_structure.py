@@ -323,11 +323,15 @@ def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
     with torch.no_grad():
         whole = model(**batch).logits[0]
         embeddings = model.rnafm(**batch).last_hidden_state[0, 1:-1]
-        assert receptive_radius(model.ss_head) == 13  # 4 blocks: 1 + (1, 2, 4, 1) + 1 + 1 for the last conv
+        # 4 blocks: a plain 3x3 conv each (4 x 1), a dilated one each (1 + 2 + 4 + 1), and the last conv (1).
+        assert receptive_radius(model.ss_head) == 13
         for tile in (5, 16, 1000):
             torch.testing.assert_close(
                 tiled_pair_logits(model.ss_head, embeddings, tile), whole, atol=1e-6, rtol=0
             )
+        with pytest.raises(ValueError, match="training mode, where tiles differ from the whole map"):
+            tiled_pair_logits(model.ss_head.train(), embeddings, 16)
+        model.eval()
     torch.testing.assert_close(long_sequence_logits(model, tokenizer, sequence)[0], whole, atol=1e-6, rtol=0)
 
     folder = tmp_path / "tiny-ss"
@@ -358,3 +362,39 @@ def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
     assert np.array_equal(probabilities, probabilities.T)
     short = np.load(tmp_path / "out" / "short.npy")
     assert np.allclose(short, torch.sigmoid(whole).numpy(), atol=1e-6)
+
+
+def test_structures_deeper_than_dot_bracket_still_fold(folder, tmp_path, monkeypatch, capsys):
+    """31 pairs that all cross one another need 31 bracket levels, one more than dot-bracket has: the pipeline
+    gives `dot_bracket` None with a warning and every pair, fold writes .ct and .npy, and asking for .dbn names the
+    record and the way out."""
+    from transformers.testing_utils import CaptureLogger
+
+    import rnafm_hf.pipeline
+
+    sequence = "G" * 31 + "C" * 31
+    crossing = [(i, i + 31) for i in range(31)]
+    assert len(set(SecondaryStructure(sequence, crossing).pseudoknot_levels().values())) == 31
+    real = rnafm_hf.pipeline.fold_probabilities
+
+    def all_crossing(probabilities, sequence, **options):
+        wanted = np.zeros_like(probabilities)
+        for i, j in crossing:
+            wanted[i, j] = wanted[j, i] = 1.0
+        return real(wanted, sequence, **options)
+
+    monkeypatch.setattr(rnafm_hf.pipeline, "fold_probabilities", all_crossing)
+    with CaptureLogger(rnafm_hf.pipeline.logger) as captured:
+        result = pipeline("rna-secondary-structure", model=str(folder))(sequence)
+    assert result["dot_bracket"] is None and result["pairs"] == crossing
+    assert "more than 30 pseudoknot levels" in captured.out and "'pairs' holds all its pairs" in captured.out
+    fasta = tmp_path / "deep.fasta"
+    fasta.write_text(f">deep a knot of 31 levels\n{sequence}\n")
+    command = ["fold", str(fasta), "--model", str(folder), "-q"]
+    assert main([*command, "-o", str(tmp_path / "ct"), "--formats", "ct,npy"]) == 0
+    assert SecondaryStructure.read(tmp_path / "ct" / "deep.ct").pairs == tuple(crossing)
+    assert main([*command, "-o", str(tmp_path / "dbn"), "--formats", "dbn"]) == 1
+    assert (
+        "record 'deep': its structure (31 pairs) has more than 30 pseudoknot levels"
+        in capsys.readouterr().err
+    )
