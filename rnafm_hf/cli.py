@@ -454,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     fold.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="skip (and list) duplicate ids, empty sequences, unknown characters, sequences over 1022 nt instead "
-        "of stopping",
+        help="skip (and list) duplicate ids, empty sequences, unknown characters and (without --long window) "
+        "sequences over 1022 nt, instead of stopping",
     )
     fold.add_argument(
         "--long",

@@ -143,6 +143,11 @@ def _read_numbered(path: str | os.PathLike) -> Numbered:
         return _read_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such file or folder: {path}")
+    if SUFFIX_FORMATS.get(path.suffix.lstrip(".").lower()) in ("ct", "bpseq"):
+        raise ValueError(
+            f"{path} is one {path.suffix} structure; give the folder that holds it (structures are matched by id "
+            "across two folders), or a dot-bracket file of records (>id, sequence, structure)."
+        )
     return _read_dot_bracket_records(path)
 
 

@@ -230,7 +230,9 @@ class SecondaryStructure:
         """Read a structure file; the format defaults to the file's suffix."""
         path = Path(path)
         format = (format or _format_of(path)).lower()
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(
+            encoding="utf-8-sig"
+        )  # a byte-order mark, as some editors write, is not a header
         try:
             if format == "ct":
                 structure = cls.from_ct(text)

@@ -119,3 +119,17 @@ def test_dot_bracket_records_take_energies_comments_and_other_suffixes(tmp_path)
         evaluate_structures(predicted, known)
     result = evaluate_structures(predicted, known, skip_invalid=True)
     assert [(score.id, score.f1) for score in result.scores] == [("a", 1.0)]
+
+
+def test_single_structure_files_and_byte_order_marks(tmp_path):
+    """A lone .ct is refused with what to give instead; a structure file an editor saved with a byte-order mark
+    reads as without it."""
+    predicted = tmp_path / "predicted"
+    predicted.mkdir()
+    structure = SecondaryStructure.from_dot_bracket("GGGAAACCC", "(((...)))", "a")
+    for suffix in ("ct", "bpseq"):
+        path = predicted / f"a.{suffix}"
+        path.write_text("\ufeff" + structure.to_text(suffix), encoding="utf-8")
+        assert SecondaryStructure.read(path).pairs == structure.pairs
+    with pytest.raises(ValueError, match=r"a\.ct is one \.ct structure; give the folder that holds it"):
+        evaluate_structures(predicted / "a.ct", predicted)
