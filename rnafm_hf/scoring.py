@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from pathlib import Path
@@ -142,9 +142,12 @@ class Scorer:
                 )
         return invalid
 
-    def log_probabilities(self, passes: Sequence[Pass], batch_tokens: int, progress: bool) -> dict:
-        """`{(pass.key, position): log-probabilities over the residues}` for every pass and read position; passes
-        are packed end to end, up to `batch_tokens` tokens a batch (a longer pass goes alone)."""
+    def read(
+        self, passes: Sequence[Pass], batch_tokens: int, progress: bool
+    ) -> Iterator[tuple[Pass, int, torch.Tensor]]:
+        """`(pass, position, log-probabilities over the residues)` for every pass and read position, batch by batch,
+        so that callers keep sums rather than every vector. Passes are packed end to end, up to `batch_tokens`
+        tokens a batch (a longer pass goes alone)."""
         from tqdm.auto import tqdm
 
         batches, current, size = [], [], 0
@@ -156,34 +159,34 @@ class Scorer:
             size += len(item.ids)
         if current:
             batches.append(current)
+        for batch in tqdm(batches, desc="Scoring", unit="batch", disable=not progress):
+            scores = iter(self._batch_log_probabilities(batch))
+            for item in batch:
+                for position in item.read:
+                    yield item, position, next(scores)
+
+    def _batch_log_probabilities(self, batch: Sequence[Pass]) -> torch.Tensor:
+        """(read positions, residues) log-probabilities of one packed batch, in pass and position order."""
         device = next(self.model.parameters()).device
-        results = {}
+        bounds = [0, *accumulate(len(item.ids) for item in batch)]
+        tokens = list(chain.from_iterable(item.tokens(self.mask_id) for item in batch))
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="Scoring", unit="batch", disable=not progress):
-                bounds = [0, *accumulate(len(item.ids) for item in batch)]
-                tokens = chain.from_iterable(item.tokens(self.mask_id) for item in batch)
-                ids = torch.tensor([list(tokens)], device=device)
-                logits = self.model(input_ids=ids, cu_seq_lens_q=torch.tensor(bounds, device=device)).logits[
-                    0
-                ]
-                rows = [
-                    start + position
-                    for item, start in zip(batch, bounds, strict=False)
-                    for position in item.read
-                ]
-                scores = torch.log_softmax(logits[rows][:, self.residue_ids.to(device)].float(), dim=-1).cpu()
-                keys = [(item.key, position) for item in batch for position in item.read]
-                results.update(zip(keys, scores, strict=True))
-        return results
+            logits = self.model(
+                input_ids=torch.tensor([tokens], device=device),
+                cu_seq_lens_q=torch.tensor(bounds, device=device),
+            ).logits[0]
+            rows = [
+                start + position for item, start in zip(batch, bounds, strict=False) for position in item.read
+            ]
+            return torch.log_softmax(logits[rows][:, self.residue_ids.to(device)].float(), dim=-1).cpu()
+
+    def log_p(self, scores: torch.Tensor, token: int) -> float:
+        """The log-probability of residue `token` in a row of `read`'s scores."""
+        return float(scores[self.column_of[token]])
 
     def pll_passes(self, key: object, ids: tuple[int, ...]) -> list[Pass]:
-        return [Pass((key, position), ids, (position,), (position,)) for position in range(1, len(ids) - 1)]
-
-    def pll(self, key: object, ids: tuple[int, ...], log_probabilities: dict) -> float:
-        return sum(
-            float(log_probabilities[((key, position), position)][self.column_of[ids[position]]])
-            for position in range(1, len(ids) - 1)
-        )
+        """One pass per residue, that residue masked; all under `key`, whose PLL is the sum of what they read."""
+        return [Pass(key, ids, (position,), (position,)) for position in range(1, len(ids) - 1)]
 
 
 def score_sequences(
@@ -202,13 +205,10 @@ def score_sequences(
     records = scorer.checked(inputs)
     ids = {record.id: scorer.token_ids(record) for record in records}
     passes = [p for record in records for p in scorer.pll_passes(record.id, ids[record.id])]
-    log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
-    return [
-        SequenceScore(
-            record.id, len(ids[record.id]) - 2, scorer.pll(record.id, ids[record.id], log_probabilities)
-        )
-        for record in records
-    ]
+    plls = dict.fromkeys(ids, 0.0)
+    for item, position, scores in scorer.read(passes, batch_tokens, progress):
+        plls[item.key] += scorer.log_p(scores, item.ids[position])
+    return [SequenceScore(record.id, len(ids[record.id]) - 2, plls[record.id]) for record in records]
 
 
 def parse_mutation(text: str, sequence: str, where: str) -> dict[int, tuple[str, str]]:
@@ -291,55 +291,48 @@ def score_mutations(
         rows.append((identifier, text, parse_mutation(text, records[identifier].sequence, where)))
 
     wild_ids = {identifier: tuple(scorer.token_ids(record)) for identifier, record in records.items()}
-    used = list(
-        dict.fromkeys(identifier for identifier, _, _ in rows)
-    )  # in row order: the same batches each run
-    passes = [Pass(("wt", i), wild_ids[i], (), tuple(range(1, len(wild_ids[i]) - 1))) for i in used]
-    mutant_ids = []
-    for number, (identifier, _, changes) in enumerate(rows):
+    mutant_ids, touched = [], []
+    for identifier, _, changes in rows:
         mutant = list(records[identifier].sequence)
         for position, (_, letter) in changes.items():
             mutant[position] = letter
-        ids = tuple(scorer.tokenizer("".join(mutant))["input_ids"])
-        mutant_ids.append(ids)
-        touched = sorted({position // scorer.k_mer + 1 for position in changes})
-        passes.append(Pass(("masked", number), wild_ids[identifier], tuple(touched), tuple(touched)))
+        mutant_ids.append(tuple(scorer.tokenizer("".join(mutant))["input_ids"]))
+        touched.append(tuple(sorted({position // scorer.k_mer + 1 for position in changes})))
+    # The unmasked wild types, read where some row mutates them; in row order, so that batches are the same each run.
+    needed: dict[str, set[int]] = {}
+    for (identifier, _, _), positions in zip(rows, touched, strict=True):
+        needed.setdefault(identifier, set()).update(positions)
+    passes = [Pass(("wt", i), wild_ids[i], (), tuple(sorted(positions))) for i, positions in needed.items()]
+    for number, (identifier, _, _) in enumerate(rows):
+        passes.append(Pass(("masked", number), wild_ids[identifier], touched[number], touched[number]))
         if pll_difference:
-            passes += scorer.pll_passes(("mutant", number), ids)
+            passes += scorer.pll_passes(("mutant", number), mutant_ids[number])
     if pll_difference:
-        passes += [p for i in used for p in scorer.pll_passes(("wild", i), wild_ids[i])]
-    log_probabilities = scorer.log_probabilities(passes, batch_tokens, progress)
+        passes += [p for i in needed for p in scorer.pll_passes(("wild", i), wild_ids[i])]
 
-    def marginal(
-        key: object, wild: tuple[int, ...], mutant: tuple[int, ...], positions: Iterable[int]
-    ) -> float:
-        return sum(
-            float(
-                log_probabilities[(key, p)][scorer.column_of[mutant[p]]]
-                - log_probabilities[(key, p)][scorer.column_of[wild[p]]]
-            )
-            for p in positions
-        )
+    masked = [0.0] * len(rows)
+    unmasked: dict[tuple[str, int], torch.Tensor] = {}
+    plls: dict[object, float] = {}
+    for item, position, scores in scorer.read(passes, batch_tokens, progress):
+        kind, owner = item.key
+        if kind == "masked":
+            mutant = mutant_ids[owner][position]
+            masked[owner] += scorer.log_p(scores, mutant) - scorer.log_p(scores, item.ids[position])
+        elif kind == "wt":
+            unmasked[owner, position] = scores
+        else:
+            plls[item.key] = plls.get(item.key, 0.0) + scorer.log_p(scores, item.ids[position])
 
-    scores = []
-    for number, (identifier, text, changes) in enumerate(rows):
+    results = []
+    for number, (identifier, text, _) in enumerate(rows):
         wild, mutant = wild_ids[identifier], mutant_ids[number]
-        touched = sorted({position // scorer.k_mer + 1 for position in changes})
-        difference = None
-        if pll_difference:
-            difference = scorer.pll(("mutant", number), mutant, log_probabilities) - scorer.pll(
-                ("wild", identifier), wild, log_probabilities
-            )
-        scores.append(
-            MutationScore(
-                identifier,
-                text,
-                marginal(("masked", number), wild, mutant, touched),
-                marginal(("wt", identifier), wild, mutant, touched),
-                difference,
-            )
+        wt_marginal = sum(
+            scorer.log_p(unmasked[identifier, p], mutant[p]) - scorer.log_p(unmasked[identifier, p], wild[p])
+            for p in touched[number]
         )
-    return scores
+        difference = plls[("mutant", number)] - plls[("wild", identifier)] if pll_difference else None
+        results.append(MutationScore(identifier, text, masked[number], wt_marginal, difference))
+    return results
 
 
 def score(
