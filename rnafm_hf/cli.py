@@ -413,13 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the secondary structure of every sequence in a FASTA file with a converted "
         "RNA-FM-ResNet folder; write one file per sequence and format, named after the FASTA id, and a summary.",
     )
-    fold.add_argument("fasta", help="FASTA file (plain or compressed; - reads standard input)")
-    fold.add_argument(
-        "--model",
-        default="rna-fm-ss",
-        help="converted secondary-structure folder or Hub id (default rna-fm-ss)",
+    _add_input_options(
+        fold, "folder for the structure files", model="rna-fm-ss", kind="secondary-structure folder"
     )
-    fold.add_argument("-o", "--output", required=True, type=Path, help="folder for the structure files")
     fold.add_argument(
         "--threshold",
         type=float,
@@ -475,7 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_score_parser(commands) -> None:
-    from .options import DEFAULT_BATCH_TOKENS
 
     score = commands.add_parser(
         "score",
@@ -484,9 +479,7 @@ def _add_score_parser(commands) -> None:
         "sequence its pseudo-log-likelihood (pll, natural log) and pll_per_residue; with --mutations, per row "
         "the masked marginal and the wild-type marginal (RNAGym's conventions).",
     )
-    score.add_argument("fasta", help="FASTA file of the (wild-type) sequences (- reads standard input)")
-    score.add_argument("--model", default="rna-fm", help="converted folder or Hub id (default rna-fm)")
-    score.add_argument("-o", "--output", required=True, type=Path, help="TSV of the scores")
+    _add_input_options(score, "TSV of the scores", fasta="FASTA file of the (wild-type) sequences")
     score.add_argument(
         "--mutations",
         help="TSV with the columns id and mutation (1-based, e.g. A5G; several joined by ':', as A5G:C7U)",
@@ -496,13 +489,7 @@ def _add_score_parser(commands) -> None:
         action="store_true",
         help="with --mutations: also the mutant's PLL minus the wild type's",
     )
-    score.add_argument(
-        "--batch-tokens",
-        type=_positive_int,
-        default=DEFAULT_BATCH_TOKENS,
-        help=f"model tokens per batch, masked copies packed without padding (default {DEFAULT_BATCH_TOKENS})",
-    )
-    score.add_argument("--device", help="torch device, e.g. cpu or cuda (default: a GPU if any)")
+    _add_compute_options(score, "masked copies packed without padding")
     _add_quiet_option(score)
     score.set_defaults(handler=_score)
 
@@ -531,6 +518,33 @@ def _add_evaluate_parser(commands) -> None:
         help="leave out (and list) records that cannot be read or whose two sequences differ, instead of stopping",
     )
     evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_input_options(
+    command: argparse.ArgumentParser,
+    output: str,
+    *,
+    fasta: str = "FASTA file (plain or compressed)",
+    model: str = "rna-fm",
+    kind: str = "folder",
+) -> None:
+    """The positional FASTA, --model and -o/--output that fold, embed and score share."""
+    command.add_argument("fasta", help=f"{fasta}; - reads standard input")
+    command.add_argument("--model", default=model, help=f"converted {kind} or Hub id (default {model})")
+    command.add_argument("-o", "--output", required=True, type=Path, help=output)
+
+
+def _add_compute_options(command: argparse.ArgumentParser, packing: str) -> None:
+    """--batch-tokens and --device, as embed and score take them."""
+    from .options import DEFAULT_BATCH_TOKENS
+
+    command.add_argument(
+        "--batch-tokens",
+        type=_positive_int,
+        default=DEFAULT_BATCH_TOKENS,
+        help=f"model tokens per batch, {packing} (default {DEFAULT_BATCH_TOKENS})",
+    )
+    command.add_argument("--device", help="torch device, e.g. cpu, cuda or cuda:1 (default: a GPU if any)")
 
 
 def _add_quiet_option(command: argparse.ArgumentParser) -> None:
@@ -575,7 +589,6 @@ def _add_serve_parser(commands) -> None:
 def _add_embed_parser(commands) -> None:
     from .options import (
         COMPUTE_DTYPES,
-        DEFAULT_BATCH_TOKENS,
         DEFAULT_SHARD_MB,
         LONG_MODES,
         MERGES,
@@ -593,9 +606,7 @@ def _add_embed_parser(commands) -> None:
         "command again finishes an interrupted run. Under `accelerate launch -m rnafm_hf embed ...` the processes "
         "share the work.",
     )
-    embed.add_argument("fasta", help="FASTA file (plain or compressed; - reads standard input)")
-    embed.add_argument("--model", default="rna-fm", help="converted folder or Hub id (default rna-fm)")
-    embed.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    _add_input_options(embed, "output folder")
     embed.add_argument(
         "--layers",
         type=_layer_list,
@@ -615,13 +626,7 @@ def _add_embed_parser(commands) -> None:
         default="npy",
         help="npy: one <id>.npy per sequence (default); safetensors: shards with an index, for large runs",
     )
-    embed.add_argument(
-        "--batch-tokens",
-        type=_positive_int,
-        default=DEFAULT_BATCH_TOKENS,
-        help=f"model tokens per batch, packed without padding (default {DEFAULT_BATCH_TOKENS})",
-    )
-    embed.add_argument("--device", help="torch device, e.g. cpu, cuda or cuda:1 (default: a GPU if any)")
+    _add_compute_options(embed, "packed without padding")
     embed.add_argument(
         "--dtype",
         choices=COMPUTE_DTYPES,
