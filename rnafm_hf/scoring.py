@@ -103,18 +103,23 @@ class Scorer:
         elif tokenizer is None:
             raise ValueError("With a loaded model, pass its tokenizer too (tokenizer=...).")
         device = checked_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.k_mer = model.config.k_mer
         self.max_tokens = model.config.max_tokens
         vocabulary = tokenizer.get_vocab()
         self.residues = [t for t in vocabulary if len(t) == self.k_mer and set(t) <= set(NUCLEOTIDES)]
-        self.residue_ids = torch.tensor([vocabulary[t] for t in self.residues])
+        self.residue_ids = torch.tensor([vocabulary[t] for t in self.residues], device=device)
         self.column_of = {vocabulary[t]: column for column, t in enumerate(self.residues)}
         self.mask_id = tokenizer.mask_token_id
+        self._token_ids: dict[str, tuple[int, ...]] = {}
 
     def token_ids(self, record: SequenceRecord) -> tuple[int, ...]:
-        return tuple(self.tokenizer(record.sequence)["input_ids"])
+        """The record's token ids, tokenized once (the checks read them, then the scores)."""
+        if record.sequence not in self._token_ids:
+            self._token_ids[record.sequence] = tuple(self.tokenizer(record.sequence)["input_ids"])
+        return self._token_ids[record.sequence]
 
     def checked(self, inputs) -> list[SequenceRecord]:
         """The records of `inputs`, normalised (upper case, T as U), after the rules `embed` applies (duplicate
@@ -167,18 +172,17 @@ class Scorer:
 
     def _batch_log_probabilities(self, batch: Sequence[Pass]) -> torch.Tensor:
         """(read positions, residues) log-probabilities of one packed batch, in pass and position order."""
-        device = next(self.model.parameters()).device
         bounds = [0, *accumulate(len(item.ids) for item in batch)]
         tokens = list(chain.from_iterable(item.tokens(self.mask_id) for item in batch))
         with torch.inference_mode():
             logits = self.model(
-                input_ids=torch.tensor([tokens], device=device),
-                cu_seq_lens_q=torch.tensor(bounds, device=device),
+                input_ids=torch.tensor([tokens], device=self.device),
+                cu_seq_lens_q=torch.tensor(bounds, device=self.device),
             ).logits[0]
             rows = [
                 start + position for item, start in zip(batch, bounds, strict=False) for position in item.read
             ]
-            return torch.log_softmax(logits[rows][:, self.residue_ids.to(device)].float(), dim=-1).cpu()
+            return torch.log_softmax(logits[rows][:, self.residue_ids].float(), dim=-1).cpu()
 
     def log_p(self, scores: torch.Tensor, token: int) -> float:
         """The log-probability of residue `token` in a row of `read`'s scores."""
@@ -290,7 +294,7 @@ def score_mutations(
             raise ValueError(f"{where}: no sequence has the id {identifier!r}.")
         rows.append((identifier, text, parse_mutation(text, records[identifier].sequence, where)))
 
-    wild_ids = {identifier: tuple(scorer.token_ids(record)) for identifier, record in records.items()}
+    wild_ids = {identifier: scorer.token_ids(record) for identifier, record in records.items()}
     mutant_ids, touched = [], []
     for identifier, _, changes in rows:
         mutant = list(records[identifier].sequence)

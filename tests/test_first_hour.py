@@ -3,6 +3,7 @@ as the user means them, and a command line that answers --help and argument erro
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from original_checkpoints import write_original_checkpoint
 
+import rnafm_hf
 from rnafm_hf import model_names
 from rnafm_hf.cli import main
 
@@ -219,3 +221,12 @@ def test_only_the_command_itself_defers_registration(monkeypatch, orig_argv, arg
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
     monkeypatch.setattr(sys, "argv", [] if argv0 is None else [argv0])
     assert rnafm_hf._started_as_the_command() is command
+
+
+@pytest.mark.parametrize("module", ["configuration_rnafm", "modeling_rnafm", "tokenization_rnafm"])
+def test_the_package_exports_every_class_of_the_model_modules(module):
+    """The lazy package lists its public names by hand (transformers' own lazy module would cost about 2 s of
+    imports before `--help`): every public name of the configuration, model and tokenizer modules is among them."""
+    defining = importlib.import_module(f"rnafm_hf.{module}")
+    for name in defining.__all__:
+        assert getattr(rnafm_hf, name) is getattr(defining, name), f"rnafm_hf.{name} is missing from _EXPORTS"
