@@ -302,40 +302,49 @@ def score_mutations(
             mutant[position] = letter
         mutant_ids.append(tuple(scorer.tokenizer("".join(mutant))["input_ids"]))
         touched.append(tuple(sorted({position // scorer.k_mer + 1 for position in changes})))
-    # The unmasked wild types, read where some row mutates them; in row order, so that batches are the same each run.
+    # Each distinct pass once, in row order (the same batches each run): the unmasked wild types read where some row
+    # mutates them, each set of masked positions of a sequence (G2A, G2C and G2U share one), each sequence's PLL.
     needed: dict[str, set[int]] = {}
     for (identifier, _, _), positions in zip(rows, touched, strict=True):
         needed.setdefault(identifier, set()).update(positions)
-    passes = [Pass(("wt", i), wild_ids[i], (), tuple(sorted(positions))) for i, positions in needed.items()]
-    for number, (identifier, _, _) in enumerate(rows):
-        passes.append(Pass(("masked", number), wild_ids[identifier], touched[number], touched[number]))
-        if pll_difference:
-            passes += scorer.pll_passes(("mutant", number), mutant_ids[number])
+    masked_sets = dict.fromkeys((identifier, touched[n]) for n, (identifier, _, _) in enumerate(rows))
+    passes = [
+        Pass(("unmasked", i), wild_ids[i], (), tuple(sorted(positions))) for i, positions in needed.items()
+    ]
+    passes += [Pass(("masked", key), wild_ids[key[0]], key[1], key[1]) for key in masked_sets]
     if pll_difference:
-        passes += [p for i in needed for p in scorer.pll_passes(("wild", i), wild_ids[i])]
+        sequences = dict.fromkeys([*(wild_ids[i] for i in needed), *mutant_ids])
+        passes += [p for ids in sequences for p in scorer.pll_passes(("pll", ids), ids)]
 
-    masked = [0.0] * len(rows)
-    unmasked: dict[tuple[str, int], torch.Tensor] = {}
-    plls: dict[object, float] = {}
+    read: dict[tuple[str, object, int], torch.Tensor] = {}
+    plls: dict[tuple[int, ...], float] = {}
     for item, position, scores in scorer.read(passes, batch_tokens, progress):
         kind, owner = item.key
-        if kind == "masked":
-            mutant = mutant_ids[owner][position]
-            masked[owner] += scorer.log_p(scores, mutant) - scorer.log_p(scores, item.ids[position])
-        elif kind == "wt":
-            unmasked[owner, position] = scores
+        if kind == "pll":
+            plls[owner] = plls.get(owner, 0.0) + scorer.log_p(scores, item.ids[position])
         else:
-            plls[item.key] = plls.get(item.key, 0.0) + scorer.log_p(scores, item.ids[position])
+            read[kind, owner, position] = scores
+
+    def marginal(
+        kind: str, owner: object, wild: tuple[int, ...], mutant: tuple[int, ...], at: tuple[int, ...]
+    ):
+        return sum(
+            scorer.log_p(read[kind, owner, p], mutant[p]) - scorer.log_p(read[kind, owner, p], wild[p])
+            for p in at
+        )
 
     results = []
     for number, (identifier, text, _) in enumerate(rows):
-        wild, mutant = wild_ids[identifier], mutant_ids[number]
-        wt_marginal = sum(
-            scorer.log_p(unmasked[identifier, p], mutant[p]) - scorer.log_p(unmasked[identifier, p], wild[p])
-            for p in touched[number]
+        wild, mutant, at = wild_ids[identifier], mutant_ids[number], touched[number]
+        results.append(
+            MutationScore(
+                identifier,
+                text,
+                marginal("masked", (identifier, at), wild, mutant, at),
+                marginal("unmasked", identifier, wild, mutant, at),
+                plls[mutant] - plls[wild] if pll_difference else None,
+            )
         )
-        difference = plls[("mutant", number)] - plls[("wild", identifier)] if pll_difference else None
-        results.append(MutationScore(identifier, text, masked[number], wt_marginal, difference))
     return results
 
 

@@ -13,7 +13,7 @@ from original_checkpoints import write_original_checkpoint
 import rnafm_hf
 from rnafm_hf.cli import main
 from rnafm_hf.conversion import convert_checkpoint
-from rnafm_hf.scoring import parse_mutation, score_mutations, score_sequences, write_mutation_scores
+from rnafm_hf.scoring import Scorer, parse_mutation, score_mutations, score_sequences, write_mutation_scores
 
 SEQUENCES = {"hairpin": "GGGUGCGAUCAUACCAGCACUAAUGCCC", "short": "ACGUUGCA"}
 MUTATIONS = [("hairpin", "G2A"), ("hairpin", "U4C:A11G"), ("short", "A1U"), ("short", "C2G:G3C")]
@@ -65,10 +65,21 @@ def test_pseudo_log_likelihoods_are_fms(checkpoint_and_folder, original):
         assert score.pll_per_residue == pytest.approx(expected / score.length, abs=1e-5)
 
 
-def test_mutation_scores_are_fms(checkpoint_and_folder, original):
+# G2C and G2U mask what G2A masks; a repeated row; with 40 tokens a batch the passes of a sequence span batches.
+SATURATION = [*MUTATIONS, ("hairpin", "G2C"), ("hairpin", "G2U"), ("short", "A1U")]
+
+
+@pytest.mark.parametrize("batch_tokens", [4096, 40])
+def test_mutation_scores_are_fms(checkpoint_and_folder, original, batch_tokens):
     scores = score_mutations(
-        SEQUENCES, MUTATIONS, str(checkpoint_and_folder[1]), pll_difference=True, progress=False
+        SEQUENCES,
+        SATURATION,
+        str(checkpoint_and_folder[1]),
+        pll_difference=True,
+        batch_tokens=batch_tokens,
+        progress=False,
     )
+    assert [(s.id, s.mutation) for s in scores] == SATURATION
     for score in scores:
         sequence = SEQUENCES[score.id]
         changes = [(part[0], int(part[1:-1]), part[-1]) for part in score.mutation.split(":")]
@@ -157,16 +168,20 @@ def test_codon_scores_are_fms(tmp_path):
         with torch.no_grad():
             return torch.log_softmax(model(tokens)["logits"][0][:, columns], dim=-1)
 
-    triplets = [sequence[i : i + 3] for i in range(0, len(sequence), 3)]
-    expected_pll = sum(
-        float(log_probabilities(sequence, [n])[n, codons.index(codon)]) for n, codon in enumerate(triplets, 1)
-    )
+    def codon_pll(text: str) -> float:
+        triplets = [text[i : i + 3] for i in range(0, len(text), 3)]
+        return sum(
+            float(log_probabilities(text, [n])[n, codons.index(codon)]) for n, codon in enumerate(triplets, 1)
+        )
+
     (score,) = score_sequences({"cds": sequence}, str(tmp_path / "mrna-fm"), progress=False)
-    assert score.length == 6 and score.pll == pytest.approx(expected_pll, abs=1e-4)
+    assert score.length == 6 and score.pll == pytest.approx(codon_pll(sequence), abs=1e-4)
     # G4A turns codon 2 (GCC) into ACC.
     (mutation,) = score_mutations(
-        {"cds": sequence}, [("cds", "G4A")], str(tmp_path / "mrna-fm"), progress=False
+        {"cds": sequence}, [("cds", "G4A")], str(tmp_path / "mrna-fm"), pll_difference=True, progress=False
     )
+    expected_difference = codon_pll("AUGACCAAAUUUCCCUAA") - codon_pll(sequence)
+    assert mutation.pll_difference == pytest.approx(expected_difference, abs=1e-4)
     masked, unmasked = log_probabilities(sequence, [2]), log_probabilities(sequence, [])
     expected = float(masked[2, codons.index("ACC")] - masked[2, codons.index("GCC")])
     assert mutation.masked_marginal == pytest.approx(expected, abs=1e-4)
@@ -268,3 +283,17 @@ def parse_mutation_error(text) -> str:
     with pytest.raises(ValueError) as raised:
         parse_mutation(text, "ACGU", "row 1")
     return str(raised.value)
+
+
+def test_rows_that_mask_the_same_positions_share_one_pass(checkpoint_and_folder, monkeypatch):
+    """Two unmasked wild types and four sets of masked positions: six passes for seven rows."""
+    seen = []
+    read = Scorer.read
+
+    def counting(self, passes, *args):
+        seen.extend(passes)
+        return read(self, passes, *args)
+
+    monkeypatch.setattr(Scorer, "read", counting)
+    score_mutations(SEQUENCES, SATURATION, str(checkpoint_and_folder[1]), progress=False)
+    assert sorted(item.key[0] for item in seen) == ["masked"] * 4 + ["unmasked"] * 2
