@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .modeling_rnafm import upper_triangle_symmetrized
+
 DEFAULT_TILE = 512
 
 
@@ -60,14 +62,11 @@ def tiled_pair_logits(head: nn.Module, embeddings: torch.Tensor, tile: int = DEF
                 ],
                 dim=-1,
             )
-            x = head.pair_projection(pairs.permute(2, 0, 1)[None])
-            for block in head.blocks:
-                x = block(x, None)
-            out = head.output(x)[0, 0]
+            out = head.pair_logits(head.pair_projection(pairs.permute(2, 0, 1)[None]))[0]
             logits[top:bottom, left:right] = out[
                 top - row_start : bottom - row_start, left - column_start : right - column_start
             ]
-    return torch.triu(logits) + torch.triu(logits, diagonal=1).T
+    return upper_triangle_symmetrized(logits)
 
 
 def long_sequence_logits(

@@ -426,10 +426,14 @@ class RnaFmSecondaryStructureHead(nn.Module):
         pair_mask = None
         if not residue_mask.all():
             pair_mask = (residue_mask[:, None, :, None] & residue_mask[:, None, None, :]).to(x.dtype)
+        return upper_triangle_symmetrized(self.pair_logits(x, pair_mask))
+
+    def pair_logits(self, x: torch.Tensor, pair_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual blocks and the output convolution over projected pairs `x` (batch, channels, rows,
+        columns): logits (batch, rows, columns), not yet mirrored (`rnafm_hf.long_folding` runs it tile by tile)."""
         for block in self.blocks:
             x = block(x, pair_mask)
-        logits = self.output(masked(x, pair_mask)).squeeze(1)
-        return upper_triangle_symmetrized(logits)
+        return self.output(masked(x, pair_mask)).squeeze(1)
 
 
 class RnaFmClassificationHead(nn.Module):

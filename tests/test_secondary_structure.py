@@ -325,6 +325,10 @@ def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
         embeddings = model.rnafm(**batch).last_hidden_state[0, 1:-1]
         # 4 blocks: a plain 3x3 conv each (4 x 1), a dilated one each (1 + 2 + 4 + 1), and the last conv (1).
         assert receptive_radius(model.ss_head) == 13
+        # The released head, 32 blocks of dilations 1, 2, 4, ...: 32 + (11 + 22 + 40) + 1 = 106, as documented.
+        from rnafm_hf.modeling_rnafm import RnaFmSecondaryStructureHead
+
+        assert receptive_radius(RnaFmSecondaryStructureHead(RnaFmConfig())) == 106
         for tile in (5, 16, 1000):
             torch.testing.assert_close(
                 tiled_pair_logits(model.ss_head, embeddings, tile), whole, atol=1e-6, rtol=0
@@ -333,6 +337,19 @@ def test_long_rnas_fold_by_windows_with_the_head_in_tiles(tmp_path):
             tiled_pair_logits(model.ss_head.train(), embeddings, 16)
         model.eval()
     torch.testing.assert_close(long_sequence_logits(model, tokenizer, sequence)[0], whole, atol=1e-6, rtol=0)
+    # A model that reads 64 residues folds the 168 in windows of 64, half a window apart (the last ending at the
+    # sequence's end), each read alone, each residue averaged over the windows that hold it, then the head over the
+    # whole map: that computed here by hand.
+    short = RnaFmForSecondaryStructure(RnaFmConfig(**{**TINY, "max_position_embeddings": 68})).eval()
+    total, count = torch.zeros(len(sequence), TINY["hidden_size"]), torch.zeros(len(sequence), 1)
+    with torch.no_grad():
+        for start in [0, 32, 64, 96, len(sequence) - 64]:
+            window = tokenizer([sequence[start : start + 64]], return_tensors="pt")
+            total[start : start + 64] += short.rnafm(**window).last_hidden_state[0, 1:-1]
+            count[start : start + 64] += 1
+        expected = short.ss_head((total / count)[None], torch.ones(1, len(sequence), dtype=torch.bool))[0]
+    windowed = long_sequence_logits(short, tokenizer, sequence, tile=40)[0]
+    torch.testing.assert_close(windowed, expected, atol=1e-5, rtol=0)
 
     folder = tmp_path / "tiny-ss"
     model.save_pretrained(folder)
