@@ -230,3 +230,13 @@ def test_the_package_exports_every_class_of_the_model_modules(module):
     defining = importlib.import_module(f"rnafm_hf.{module}")
     for name in defining.__all__:
         assert getattr(rnafm_hf, name) is getattr(defining, name), f"rnafm_hf.{name} is missing from _EXPORTS"
+
+
+def test_every_phrase_the_command_turns_into_flags_is_still_in_the_library():
+    """cli.py rewrites the library's parameter phrases as flags; a phrase reworded in the library would silently
+    stop being rewritten."""
+    from rnafm_hf.cli import PARAMETERS_AS_FLAGS
+
+    package = Path(rnafm_hf.__file__).parent
+    library = "".join(path.read_text() for path in package.glob("*.py") if path.name != "cli.py")
+    assert [phrase for phrase in PARAMETERS_AS_FLAGS if phrase not in library] == []
